@@ -1,0 +1,308 @@
+"""Load, check and render the knowledge data under ``knowledge/``.
+
+The YAML files are the source of truth: ``entries/<id>.yaml`` (one answer each),
+``school.yaml`` (the school profile filled into answers), ``texts.yaml`` (the
+bot's own texts) and ``menu.yaml`` (the custom menu). ``load`` returns a
+``KnowledgeBase`` or raises ``KnowledgeError`` listing every problem found,
+each with its file and entry id, so staff can fix them all in one go.
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import ValidationError
+
+from .paging import REPLY_LIMIT, paginate, utf8_len
+from .schema import Entry, EntryFile, Menu, MenuButton, Profile
+
+DATA_DIR = Path(__file__).resolve().parent
+CATALOGUE = DATA_DIR.parent.parent / "shared" / "topics.yaml"
+
+# Texts the code asks for by name; each may use the placeholders listed with it.
+REQUIRED_TEXTS: dict[str, set[str]] = {
+    "welcome": set(),
+    "help": set(),
+    "fallback": set(),
+    "greeting": set(),
+    "thanks": set(),
+    "human": set(),
+    "media": set(),
+    "voice_unrecognized": set(),
+    "error": set(),
+    "unknown_menu": set(),
+    "more_trailer": set(),
+    "no_more": set(),
+    "clarify_intro": set(),
+    "clarify_item": {"n", "question"},
+    "clarify_outro": set(),
+    "link_line": {"title", "url"},
+    "contact_address": {"address"},
+    "contact_phone": {"phone", "person"},
+    "contact_hours": {"hours"},
+}
+_PROFILE_KEYS = ("school", "office", "office_address", "office_phone", "office_person", "office_hours", "office_contact", "links")
+
+
+class KnowledgeError(Exception):
+    """The knowledge data has problems; ``problems`` lists them all."""
+
+    def __init__(self, problems: list["Problem"]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    entry: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file} [{self.entry}]" if self.entry else self.file
+        return f"{where}: {self.message}"
+
+
+def _profile_keys(profile: Profile) -> set[str]:
+    return set(_PROFILE_KEYS) | {f"chsi_{k}" for k in profile.chsi} | {f"office_contact_{k}" for k in profile.audiences}
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+@dataclass
+class KnowledgeBase:
+    entries: dict[str, Entry]
+    profile: Profile
+    texts: dict[str, str]
+    menu: Menu
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def audience_of(self, entry: Entry, audience: str | None) -> tuple[str, str, list]:
+        """Pick the variant for ``audience`` if the entry has one, else the default answer."""
+        for variant in entry.variants:
+            if variant.audience == audience:
+                return audience, variant.answer, variant.links or entry.links
+        default = entry.audience[0] if entry.audience[0] in self.profile.audiences else self.profile.default_audience
+        return default, entry.answer, entry.links
+
+    def contact(self, audience: str) -> str:
+        """An office's name followed by whichever of address, phone and hours the profile gives."""
+        office = self.profile.audiences[audience].office
+        lines = [office.name]
+        if office.address:
+            lines.append(self.texts["contact_address"].format(address=office.address))
+        if office.phone:
+            lines.append(self.texts["contact_phone"].format(phone=office.phone, person=office.person).rstrip())
+        if office.hours:
+            lines.append(self.texts["contact_hours"].format(hours=office.hours))
+        return "\n".join(lines)
+
+    def values(self, audience: str, links: Iterable[Any] = ()) -> dict[str, str]:
+        """The placeholder values for one audience, as filled into answers."""
+        office = self.profile.audiences[audience].office
+        return {
+            "school": self.profile.school,
+            "office": office.name,
+            "office_address": office.address,
+            "office_phone": office.phone,
+            "office_person": office.person,
+            "office_hours": office.hours,
+            "office_contact": self.contact(audience),
+            **{f"office_contact_{key}": self.contact(key) for key in self.profile.audiences},
+            "links": "\n".join(self.texts["link_line"].format(title=l.title, url=l.url) for l in links),
+            **{f"chsi_{k}": v for k, v in self.profile.chsi.items()},
+        }
+
+    def render(self, entry_id: str, audience: str | None = None) -> str:
+        """The whole answer of an entry for an audience, placeholders filled, links at ``{links}`` or the end."""
+        entry = self.entries[entry_id]
+        chosen, answer, links = self.audience_of(entry, audience)
+        values = self.values(chosen, links)
+        text = answer.format_map(values)
+        if "links" not in _placeholders(answer) and values["links"]:
+            text = f"{text.rstrip()}\n\n{values['links']}"
+        return text.strip()
+
+    def pages(self, entry_id: str, audience: str | None = None) -> list[str]:
+        return paginate(self.render(entry_id, audience), self.texts["more_trailer"])
+
+    def text(self, key: str, **values: str) -> str:
+        """One of the bot's own texts, with the profile (and any given values) filled in."""
+        merged = {**self.values(self.profile.default_audience), **values}
+        return self.texts[key].format_map(merged).strip()
+
+    def menu_action(self, key: str) -> MenuButton | None:
+        for button in self.menu.button:
+            for candidate in [button, *button.sub_button]:
+                if candidate.key == key:
+                    return candidate
+        return None
+
+
+def _read_yaml(path: Path, problems: list[Problem]) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        problems.append(Problem(path.name, None, f"cannot read: {exc}"))
+        return None
+
+
+def _schema_problems(file: str, entry: str | None, exc: ValidationError) -> list[Problem]:
+    return [
+        Problem(file, entry, f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}")
+        for err in exc.errors()
+    ]
+
+
+def _load_entries(folder: Path, problems: list[Problem]) -> tuple[dict[str, Entry], dict[str, str]]:
+    entries: dict[str, Entry] = {}
+    files: dict[str, str] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        name = f"entries/{path.name}"
+        raw = _read_yaml(path, problems)
+        if raw is None:
+            continue
+        entry_id = raw.get("entry", {}).get("id") if isinstance(raw, dict) and isinstance(raw.get("entry"), dict) else None
+        try:
+            entry = EntryFile.model_validate(raw).entry
+        except ValidationError as exc:
+            problems.extend(_schema_problems(name, entry_id, exc))
+            continue
+        if entry.id in entries:
+            problems.append(Problem(name, entry.id, f"duplicate id, also in {files[entry.id]}"))
+            continue
+        if path.stem != entry.id:
+            problems.append(Problem(name, entry.id, f"file should be named {entry.id}.yaml"))
+        entries[entry.id] = entry
+        files[entry.id] = name
+    return entries, files
+
+
+def _catalogue_ids(catalogue: Path | None) -> list[str]:
+    if catalogue is None or not catalogue.exists():
+        return []
+    data = yaml.safe_load(catalogue.read_text(encoding="utf-8")) or {}
+    return [t["id"] for t in data.get("topics", [])]
+
+
+def _check_menu(menu: Menu, entries: dict[str, Entry], texts: dict[str, str], problems: list[Problem]) -> None:
+    keys: set[str] = set()
+    for top in menu.button:
+        if utf8_len(top.name) > 16:
+            problems.append(Problem("menu.yaml", None, f"top-level button name {top.name!r} is over 16 bytes"))
+        for button in top.sub_button:
+            if utf8_len(button.name) > 60:
+                problems.append(Problem("menu.yaml", None, f"button name {button.name!r} is over 60 bytes"))
+        for button in [top, *top.sub_button]:
+            if button.key:
+                if button.key in keys:
+                    problems.append(Problem("menu.yaml", None, f"menu key {button.key!r} used twice"))
+                keys.add(button.key)
+            if button.entry and button.entry not in entries:
+                problems.append(Problem("menu.yaml", None, f"menu key {button.key!r} points at unknown entry {button.entry!r}"))
+            if button.text and button.text not in texts:
+                problems.append(Problem("menu.yaml", None, f"menu key {button.key!r} points at unknown text {button.text!r}"))
+
+
+def _check_rendering(kb: KnowledgeBase, files: dict[str, str], problems: list[Problem]) -> None:
+    known = _profile_keys(kb.profile)
+    for entry in kb.entries.values():
+        file = files.get(entry.id, "entries")
+        for variant in entry.variants:
+            if variant.audience not in kb.profile.audiences:
+                problems.append(Problem(file, entry.id, f"variant for unknown audience {variant.audience!r}"))
+        for audience in entry.audience:
+            if audience not in kb.profile.audiences and audience != "all":
+                problems.append(Problem(file, entry.id, f"unknown audience {audience!r}"))
+        for answer in [entry.answer, *(v.answer for v in entry.variants)]:
+            try:
+                unknown = _placeholders(answer) - known
+            except ValueError as exc:
+                problems.append(Problem(file, entry.id, f"broken placeholder: {exc}"))
+                continue
+            if unknown:
+                problems.append(Problem(file, entry.id, f"unknown placeholder(s): {', '.join(sorted(unknown))}"))
+        if any(p.file == file and p.entry == entry.id for p in problems):
+            continue
+        for audience in [None, *(v.audience for v in entry.variants)]:
+            for page in kb.pages(entry.id, audience):
+                if utf8_len(page) > REPLY_LIMIT:
+                    problems.append(Problem(file, entry.id, f"a page is {utf8_len(page)} bytes, over {REPLY_LIMIT}"))
+
+
+def _check_texts(texts: dict[str, str], profile_keys: set[str], problems: list[Problem]) -> None:
+    for key, allowed in REQUIRED_TEXTS.items():
+        if not str(texts.get(key, "")).strip():
+            problems.append(Problem("texts.yaml", key, "missing or empty"))
+    for key, value in texts.items():
+        if not isinstance(value, str):
+            problems.append(Problem("texts.yaml", key, "must be a text"))
+            continue
+        try:
+            unknown = _placeholders(value) - profile_keys - REQUIRED_TEXTS.get(key, set())
+        except ValueError as exc:
+            problems.append(Problem("texts.yaml", key, f"broken placeholder: {exc}"))
+            continue
+        if unknown:
+            problems.append(Problem("texts.yaml", key, f"unknown placeholder(s): {', '.join(sorted(unknown))}"))
+        if utf8_len(value) > REPLY_LIMIT:
+            problems.append(Problem("texts.yaml", key, f"{utf8_len(value)} bytes, over {REPLY_LIMIT}"))
+
+
+def _check_similar(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem]) -> None:
+    owner: dict[str, str] = {}
+    for entry in entries.values():
+        for phrase in [entry.question, *entry.similar]:
+            key = "".join(phrase.split())
+            if key in owner and owner[key] != entry.id:
+                problems.append(Problem(files[entry.id], entry.id, f"similar question {phrase!r} is also in {owner[key]}"))
+            owner.setdefault(key, entry.id)
+
+
+def check(folder: Path = DATA_DIR, catalogue: Path | None = CATALOGUE) -> tuple[KnowledgeBase | None, list[Problem]]:
+    """Load everything and list every problem; the base is None when it cannot be built."""
+    problems: list[Problem] = []
+    entries, files = _load_entries(folder / "entries", problems)
+    profile_raw = _read_yaml(folder / "school.yaml", problems)
+    texts_raw = _read_yaml(folder / "texts.yaml", problems) or {}
+    menu_raw = _read_yaml(folder / "menu.yaml", problems)
+    profile = menu = None
+    try:
+        profile = Profile.model_validate(profile_raw)
+    except ValidationError as exc:
+        problems.extend(_schema_problems("school.yaml", None, exc))
+    try:
+        menu = Menu.model_validate(menu_raw)
+    except ValidationError as exc:
+        problems.extend(_schema_problems("menu.yaml", None, exc))
+    texts = texts_raw.get("texts", {}) if isinstance(texts_raw, dict) else {}
+    if not texts:
+        problems.append(Problem("texts.yaml", None, "needs a top-level 'texts' mapping"))
+
+    for topic in _catalogue_ids(catalogue):
+        if topic not in entries:
+            problems.append(Problem("entries", topic, "catalogue id has no entry"))
+    _check_similar(entries, files, problems)
+    if profile is None or menu is None or problems and any(p.file == "texts.yaml" for p in problems):
+        return None, problems
+    profile_keys = _profile_keys(profile)
+    _check_texts(texts, profile_keys, problems)
+    if any(p.file == "texts.yaml" for p in problems):
+        return None, problems
+    kb = KnowledgeBase(entries=entries, profile=profile, texts=texts, menu=menu, sources=files)
+    _check_menu(menu, entries, texts, problems)
+    _check_rendering(kb, files, problems)
+    return kb, problems
+
+
+def load(folder: Path = DATA_DIR, catalogue: Path | None = CATALOGUE) -> KnowledgeBase:
+    """The knowledge base, or ``KnowledgeError`` with every problem if any."""
+    kb, problems = check(folder, catalogue)
+    if problems or kb is None:
+        raise KnowledgeError(problems)
+    return kb
