@@ -2,7 +2,8 @@
 
 The YAML files are the source of truth: ``entries/<id>.yaml`` (one answer each),
 ``school.yaml`` (the school profile filled into answers), ``texts.yaml`` (the
-bot's own texts) and ``menu.yaml`` (the custom menu). ``load`` returns a
+bot's own texts), ``menu.yaml`` (the custom menu) and ``conversation.yaml``
+(the words that continue a conversation). ``load`` returns a
 ``KnowledgeBase`` or raises ``KnowledgeError`` listing every problem found,
 each with its file and entry id, so staff can fix them all in one go.
 """
@@ -81,6 +82,7 @@ class KnowledgeBase:
     texts: dict[str, str]
     menu: Menu
     sources: dict[str, str] = field(default_factory=dict)
+    more_words: frozenset[str] = frozenset()
 
     def audience_of(self, entry: Entry, audience: str | None) -> tuple[str, str, list]:
         """Pick the variant for ``audience`` if the entry has one, else the default answer."""
@@ -294,7 +296,11 @@ def check(folder: Path = DATA_DIR, catalogue: Path | None = CATALOGUE) -> tuple[
     _check_texts(texts, profile_keys, problems)
     if any(p.file == "texts.yaml" for p in problems):
         return None, problems
-    kb = KnowledgeBase(entries=entries, profile=profile, texts=texts, menu=menu, sources=files)
+    conversation = _read_yaml(folder / "conversation.yaml", problems) or {}
+    more_words = frozenset(str(w).lower() for w in conversation.get("more", [])) if isinstance(conversation, dict) else frozenset()
+    if not more_words:
+        problems.append(Problem("conversation.yaml", None, "needs a non-empty 'more' list"))
+    kb = KnowledgeBase(entries=entries, profile=profile, texts=texts, menu=menu, sources=files, more_words=more_words)
     _check_menu(menu, entries, texts, problems)
     _check_rendering(kb, files, problems)
     return kb, problems

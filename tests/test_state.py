@@ -1,0 +1,146 @@
+"""The state module against a real Redis: keys, TTLs, dedupe, isolation, degradation."""
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+import state
+from embedded_redis import EmbeddedRedis
+from state import Effects, Store
+
+TODAY = dt.date(2026, 9, 1)
+
+
+def _ttls(store: Store) -> dict[str, int]:
+    return {key.decode(): store.client.ttl(key) for key in store.client.scan_iter(match=f"{store.prefix}*")}
+
+
+def test_every_key_written_has_a_ttl(store: Store) -> None:
+    store.claim("msg:1")
+    store.commit(
+        "msg:1", b"<xml>reply</xml>", "o-a",
+        Effects(outcome="fallback", topic=None, session={"pages": ["p2"]}, unanswered="食堂几点开门"),
+        today=TODAY,
+    )
+    store.commit("msg:2", b"r", "o-b", Effects(outcome="answer", topic="diploma-lost", session={}), today=TODAY)
+    ttls = _ttls(store)
+    assert {k.removeprefix(store.prefix).split(":")[0] for k in ttls} == {"dedupe", "session", "stats", "unanswered"}
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
+    assert ttls[f"{store.prefix}dedupe:msg:1"] <= state.DEDUPE_TTL
+    assert ttls[f"{store.prefix}session:o-a"] <= store.session_ttl
+
+
+def test_pending_claim_expires_quickly_so_a_crashed_worker_blocks_nothing_for_long(store: Store) -> None:
+    assert store.claim("msg:9").state == "first"
+    assert 0 < store.client.ttl(f"{store.prefix}dedupe:msg:9") <= state.PENDING_TTL
+
+
+def test_dedupe_first_pending_done(store: Store) -> None:
+    assert store.claim("msg:42") == state.Claim("first")
+    assert store.claim("msg:42") == state.Claim("pending")
+    store.commit("msg:42", b"the reply", "o-a", Effects(outcome="answer", topic="xueli-query"), today=TODAY)
+    assert store.claim("msg:42") == state.Claim("done", b"the reply")
+    assert store.stats(TODAY) == {"outcome:answer": 1, "topic:xueli-query": 1}
+
+
+def test_concurrent_claims_have_exactly_one_winner(store: Store) -> None:
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def claim() -> None:
+        barrier.wait()
+        results.append(store.claim("msg:race").state)
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["first"] + ["pending"] * 7
+
+
+def test_wait_for_reply_returns_the_first_workers_reply(store: Store) -> None:
+    store.claim("msg:7")
+    threading.Timer(0.1, lambda: store.commit("msg:7", b"late reply", "o-a", Effects(outcome="answer"))).start()
+    assert store.wait_for_reply("msg:7", timeout=5) == b"late reply"
+
+
+def test_wait_for_reply_gives_up_when_nothing_comes(store: Store) -> None:
+    store.claim("msg:8")
+    assert store.wait_for_reply("msg:8", timeout=0.2) is None
+
+
+def test_sessions_are_isolated_between_students(store: Store) -> None:
+    store.commit(None, b"", "o-alice", Effects(outcome="answer", session={"pages": ["alice page 2"]}))
+    store.commit(None, b"", "o-bob", Effects(outcome="clarify", session={"candidates": ["diploma-lost", "xueli-query"]}))
+    assert store.session("o-alice") == {"pages": ["alice page 2"]}
+    assert store.session("o-bob") == {"candidates": ["diploma-lost", "xueli-query"]}
+    store.commit(None, b"", "o-alice", Effects(outcome="unsubscribe", forget=True))
+    assert store.session("o-alice") == {}
+    assert store.session("o-bob") == {"candidates": ["diploma-lost", "xueli-query"]}
+
+
+def test_an_empty_session_effect_clears_the_session(store: Store) -> None:
+    store.commit(None, b"", "o-a", Effects(outcome="clarify", session={"candidates": ["a", "b"]}))
+    store.commit(None, b"", "o-a", Effects(outcome="answer", session={}))
+    assert store.session("o-a") == {}
+
+
+def test_unanswered_questions_are_kept_newest_first(store: Store) -> None:
+    for question in ["食堂几点开门", "宿舍能换吗"]:
+        store.commit(None, b"", "o-a", Effects(outcome="fallback", unanswered=question), today=TODAY)
+    assert store.unanswered(TODAY) == ["宿舍能换吗", "食堂几点开门"]
+    assert store.stats(TODAY) == {"outcome:fallback": 2}
+
+
+def test_unreachable_redis_degrades_to_neutral_answers(tmp_path: Path) -> None:
+    dead = Store(client=state.connect(f"unix://{tmp_path}/nothing.sock", 0.2), prefix="t:")
+    assert dead.claim("msg:1") == state.Claim("first")
+    assert dead.session("o-a") == {}
+    dead.commit("msg:1", b"r", "o-a", Effects(outcome="answer"))
+    assert dead.stats(TODAY) == {}
+    assert dead.available is False
+    assert dead.ping() is False
+
+
+def test_a_redis_that_never_answers_is_asked_once_not_per_call(tmp_path: Path) -> None:
+    """A hung server (accepts, never replies) must not stall every message for the socket timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        hung = Store(client=state.connect(f"redis://127.0.0.1:{listener.getsockname()[1]}", 0.2), prefix="t:")
+        assert hung.claim("msg:1") == state.Claim("first")
+        assert hung.available is False
+        for _ in range(50):
+            assert hung.session("o-a") == {}
+        listener.setblocking(False)
+        connections = 0
+        while True:
+            try:
+                listener.accept()[0].close()
+            except BlockingIOError:
+                break
+            connections += 1
+        assert connections == 1, "degraded calls must not each wait for the socket timeout"
+    finally:
+        listener.close()
+
+
+def test_store_recovers_when_redis_comes_back(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "r").start()
+    store = Store(client=state.connect(server.url, 0.2), prefix="t:")
+    try:
+        store.commit(None, b"", "o-a", Effects(outcome="answer", session={"audience": "graduate"}))
+        server.stop()
+        assert store.session("o-a") == {} and not store.available
+        server.start()
+        assert store.ping() is True and store.available
+        assert store.claim("msg:after") == state.Claim("first")
+        assert store.claim("msg:after") == state.Claim("pending")
+    finally:
+        server.stop()
