@@ -146,34 +146,41 @@ class KnowledgeBase:
         return None
 
 
-def _read_yaml(path: Path, problems: list[Problem]) -> Any:
+def _read_yaml(path: Path, problems: list[Problem], name: str | None = None) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        problems.append(Problem(path.name, None, f"cannot read: {exc}"))
+        problems.append(Problem(name or path.name, None, f"cannot read: {exc}"))
         return None
 
 
-def _schema_problems(file: str, entry: str | None, exc: ValidationError) -> list[Problem]:
-    return [
-        Problem(file, entry, f"{'.'.join(str(p) for p in err['loc']) or 'file'}: {err['msg']}")
-        for err in exc.errors()
-    ]
+def _schema_problems(file: str, entry: str | None, exc: ValidationError, root: str | None = None) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if root and loc[:1] == [root]:
+            loc = loc[1:]
+        problems.append(Problem(file, entry, f"{'.'.join(loc) or 'file'}: {err['msg']}"))
+    return problems
 
 
-def _load_entries(folder: Path, problems: list[Problem]) -> tuple[dict[str, Entry], dict[str, str]]:
+def _load_entries(folder: Path, problems: list[Problem]) -> tuple[dict[str, Entry], dict[str, str], set[str]]:
+    """Valid entries by id, their files, and the names of files that are broken (not reported twice)."""
     entries: dict[str, Entry] = {}
     files: dict[str, str] = {}
+    broken: set[str] = set()
     for path in sorted(folder.glob("*.yaml")):
         name = f"entries/{path.name}"
-        raw = _read_yaml(path, problems)
+        raw = _read_yaml(path, problems, name)
         if raw is None:
+            broken.add(path.stem)
             continue
         entry_id = raw.get("entry", {}).get("id") if isinstance(raw, dict) and isinstance(raw.get("entry"), dict) else None
         try:
             entry = EntryFile.model_validate(raw).entry
         except ValidationError as exc:
-            problems.extend(_schema_problems(name, entry_id, exc))
+            problems.extend(_schema_problems(name, entry_id, exc, root="entry"))
+            broken.update({path.stem, entry_id or path.stem})
             continue
         if entry.id in entries:
             problems.append(Problem(name, entry.id, f"duplicate id, also in {files[entry.id]}"))
@@ -182,7 +189,7 @@ def _load_entries(folder: Path, problems: list[Problem]) -> tuple[dict[str, Entr
             problems.append(Problem(name, entry.id, f"file should be named {entry.id}.yaml"))
         entries[entry.id] = entry
         files[entry.id] = name
-    return entries, files
+    return entries, files, broken
 
 
 def _catalogue_ids(catalogue: Path | None) -> list[str]:
@@ -192,7 +199,7 @@ def _catalogue_ids(catalogue: Path | None) -> list[str]:
     return [t["id"] for t in data.get("topics", [])]
 
 
-def _check_menu(menu: Menu, entries: dict[str, Entry], texts: dict[str, str], problems: list[Problem]) -> None:
+def _check_menu(menu: Menu, entries: dict[str, Entry], broken: set[str], texts: dict[str, str], problems: list[Problem]) -> None:
     keys: set[str] = set()
     for top in menu.button:
         if utf8_len(top.name) > 16:
@@ -205,7 +212,7 @@ def _check_menu(menu: Menu, entries: dict[str, Entry], texts: dict[str, str], pr
                 if button.key in keys:
                     problems.append(Problem("menu.yaml", None, f"menu key {button.key!r} used twice"))
                 keys.add(button.key)
-            if button.entry and button.entry not in entries:
+            if button.entry and button.entry not in entries and button.entry not in broken:
                 problems.append(Problem("menu.yaml", None, f"menu key {button.key!r} points at unknown entry {button.entry!r}"))
             if button.text and button.text not in texts:
                 problems.append(Problem("menu.yaml", None, f"menu key {button.key!r} points at unknown text {button.text!r}"))
@@ -269,7 +276,7 @@ def _check_similar(entries: dict[str, Entry], files: dict[str, str], problems: l
 def check(folder: Path = DATA_DIR, catalogue: Path | None = CATALOGUE) -> tuple[KnowledgeBase | None, list[Problem]]:
     """Load everything and list every problem; the base is None when it cannot be built."""
     problems: list[Problem] = []
-    entries, files = _load_entries(folder / "entries", problems)
+    entries, files, broken = _load_entries(folder / "entries", problems)
     profile_raw = _read_yaml(folder / "school.yaml", problems)
     texts_raw = _read_yaml(folder / "texts.yaml", problems) or {}
     menu_raw = _read_yaml(folder / "menu.yaml", problems)
@@ -287,7 +294,7 @@ def check(folder: Path = DATA_DIR, catalogue: Path | None = CATALOGUE) -> tuple[
         problems.append(Problem("texts.yaml", None, "needs a top-level 'texts' mapping"))
 
     for topic in _catalogue_ids(catalogue):
-        if topic not in entries:
+        if topic not in entries and topic not in broken:
             problems.append(Problem("entries", topic, "catalogue id has no entry"))
     _check_similar(entries, files, problems)
     if profile is None or menu is None or problems and any(p.file == "texts.yaml" for p in problems):
@@ -301,7 +308,7 @@ def check(folder: Path = DATA_DIR, catalogue: Path | None = CATALOGUE) -> tuple[
     if not more_words:
         problems.append(Problem("conversation.yaml", None, "needs a non-empty 'more' list"))
     kb = KnowledgeBase(entries=entries, profile=profile, texts=texts, menu=menu, sources=files, more_words=more_words)
-    _check_menu(menu, entries, texts, problems)
+    _check_menu(menu, entries, broken, texts, problems)
     _check_rendering(kb, files, problems)
     return kb, problems
 
