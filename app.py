@@ -10,7 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
+from pathlib import Path
 from typing import Any, Mapping
+
+if __name__ == "__main__":
+    # `python app.py` from any interpreter runs in the project's .venv (made by scripts/run.sh).
+    _VENV_PYTHON = Path(__file__).resolve().parent / ".venv" / "bin" / "python"
+    if _VENV_PYTHON.exists() and Path(sys.prefix).resolve() != _VENV_PYTHON.parent.parent.resolve():
+        os.execv(str(_VENV_PYTHON), [str(_VENV_PYTHON), *sys.argv])
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException

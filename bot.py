@@ -13,7 +13,7 @@ from wechatpy.crypto import WeChatCrypto
 import config as settings
 import state
 from embedded_redis import EmbeddedRedis
-from knowledge.base import KnowledgeBase, load
+from knowledge.base import KnowledgeBase, KnowledgeError, Problem, load
 from knowledge.matcher import Matcher
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,12 @@ class Bot:
 
 def knowledge(config: dict[str, Any]) -> tuple[KnowledgeBase, Matcher]:
     """The knowledge base and its matcher index: all the CLI needs to answer like the webhook."""
-    kb = load(Path(config["KNOWLEDGE_DIR"]))
-    return kb, Matcher(kb)
+    folder = Path(config["KNOWLEDGE_DIR"])
+    kb = load(folder)
+    try:
+        return kb, Matcher(kb, lexicon_dir=folder / "lexicon", rules_path=folder / "rules.yaml")
+    except ValueError as exc:  # LexiconError or a broken rules.yaml: data staff edit, reported like the rest
+        raise KnowledgeError([Problem("lexicon/rules", None, str(exc))]) from exc
 
 
 def build(config: dict[str, Any]) -> Bot:

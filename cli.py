@@ -17,7 +17,7 @@ from flask import current_app
 import bot
 import handlers
 from handlers.text import SMALL_TALK, respond
-from knowledge.base import check
+from knowledge.base import KnowledgeError, check
 
 kb_cli = click.Group("kb", help="Check the knowledge base and try questions against it.")
 
@@ -26,6 +26,11 @@ kb_cli = click.Group("kb", help="Check the knowledge base and try questions agai
 def validate() -> None:
     """Load every knowledge file and report each problem with its file and entry id."""
     kb, problems = check(Path(current_app.config["KNOWLEDGE_DIR"]))
+    if kb is not None and not problems:
+        try:
+            bot.knowledge(current_app.config)
+        except KnowledgeError as exc:
+            problems = exc.problems
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems or kb is None:

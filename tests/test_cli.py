@@ -78,6 +78,14 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda f: _edit_yaml(f / "menu.yaml", lambda d: d["button"][0].update(name="学籍学历相关问题")),
         "over 16 bytes",
     ),
+    "rule pointing at a missing entry": (
+        lambda f: _edit_yaml(f / "rules.yaml", lambda d: d["rules"][0].update(entry="no-such-entry")),
+        "unknown entry 'no-such-entry'",
+    ),
+    "synonym in two families": (
+        lambda f: _edit_yaml(f / "lexicon" / "synonyms.yaml", lambda d: d[next(iter(d))].append(d[list(d)[1]][0])),
+        "is in both",
+    ),
     "yaml syntax error": (lambda f: (f / "entries" / "xueli-query.yaml").write_text("entry: [unclosed", encoding="utf-8"), "entries/xueli-query.yaml: cannot read"),
 }
 

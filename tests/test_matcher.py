@@ -1,0 +1,285 @@
+"""The matcher with the real knowledge base and lexicon: words, typos, decisions, rules, robustness.
+
+Probe phrases are written for these tests; none is copied from the dev evaluation set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import jieba
+import pytest
+import yaml
+
+from knowledge.base import KnowledgeBase
+from knowledge.matcher import Match, Matcher
+from knowledge.text import LEXICON_DIR, Analyzer, Lexicon, LexiconError
+
+ACTIONS = {"answer", "clarify", "fallback", "greeting", "thanks", "human", "help", "rule"}
+
+
+@pytest.fixture(scope="module")
+def matcher(kb: KnowledgeBase) -> Matcher:
+    return Matcher(kb)
+
+
+@pytest.fixture(scope="module")
+def analyzer(matcher: Matcher) -> Analyzer:
+    return matcher.analyzer
+
+
+# --- words -------------------------------------------------------------------
+
+DOMAIN_TERMS = [
+    "学信网", "学信档案", "学籍", "学历", "学历认证", "电子注册备案表", "零散查询", "证件号码", "应征入伍",
+    "保留学籍", "保留入学资格", "学历证明书", "曾用名", "预征对象登记表", "人像比对", "勘误",
+]
+
+
+@pytest.mark.parametrize("term", DOMAIN_TERMS)
+def test_domain_terms_stay_whole(analyzer: Analyzer, term: str) -> None:
+    sentence = f"老师我想了解{term}相关的事情"
+    assert term in list(analyzer.tokenizer.cut(sentence, HMM=False))
+    canonical = analyzer.canonical[term]
+    assert canonical in analyzer.analyse(sentence)[0]
+
+
+def test_the_global_jieba_tokenizer_is_left_alone(analyzer: Analyzer) -> None:
+    assert analyzer.tokenizer is not jieba.dt
+    assert "预征对象登记表" in analyzer.tokenizer.FREQ
+    assert not jieba.dt.initialized or "预征对象登记表" not in jieba.dt.FREQ
+
+
+def _families() -> dict[str, list[str]]:
+    return yaml.safe_load((LEXICON_DIR / "synonyms.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("head", list(_families()))
+def test_every_word_of_a_synonym_family_reads_as_its_canonical_form(analyzer: Analyzer, head: str) -> None:
+    expected = [] if head in analyzer.lexicon.stopwords else [head]
+    for word in [head, *_families()[head]]:
+        assert analyzer.analyse(str(word))[0] == expected, word
+
+
+def test_a_word_in_two_families_is_rejected(tmp_path: Path) -> None:
+    folder = tmp_path / "lexicon"
+    shutil.copytree(LEXICON_DIR, folder)
+    with (folder / "synonyms.yaml").open("a", encoding="utf-8") as f:
+        f.write("\n补发证书: [补办]\n")
+    with pytest.raises(LexiconError, match="补办"):
+        Lexicon.load(folder)
+
+
+def test_stop_words_and_punctuation_leave_only_content(analyzer: Analyzer) -> None:
+    assert analyzer.tokens("老师好！请问，急急急～～") == []
+    assert analyzer.tokens("ＡＢＣ　学信网！！") == ["abc", "学信网"]
+
+
+# --- typos and homophones ----------------------------------------------------
+
+@pytest.mark.parametrize(
+    "typed, meant",
+    [("学信王", "学信网"), ("薛信网", "学信网"), ("学藉", "学籍"), ("学厉认证", "学历认证"), ("学力认正", "学历认证"),
+     ("必业证", "毕业证"), ("毕业正", "毕业证"), ("密马", "密码"), ("预征对像登记表", "预征对象登记表")],
+)
+def test_typed_homophones_read_as_the_term(analyzer: Analyzer, typed: str, meant: str) -> None:
+    assert meant in analyzer.analyse(f"{typed}怎么弄")[0]
+
+
+def test_a_common_word_is_not_corrected_into_a_homophone_term(analyzer: Analyzer) -> None:
+    assert "手机号" not in analyzer.tokens("收集材料")
+    assert analyzer.analyse("入伍")[0] == ["入伍"]
+
+
+@pytest.mark.parametrize(
+    "question, entry",
+    [
+        ("学信王上面查不到学籍", "xueji-not-found"),
+        ("学力认正要交什么材料", "xueli-certification"),
+        ("毕业正弄丢了能补吗", "diploma-lost"),
+        ("学藉信息不对找谁", "xueji-mismatch"),
+        ("忘了学信网的密马怎么找回", "account-forgot-password"),
+        ("入五前要办保留学藉吗", "military-enlistment"),
+        ("身分证号被别人注册了", "account-id-taken"),
+        ("必业证丢了", "diploma-lost"),
+        ("预征对像登记表找谁盖章", "enlistment-form-stamp"),
+    ],
+)
+def test_typos_still_find_their_topic(matcher: Matcher, question: str, entry: str) -> None:
+    m = matcher.match(question)
+    assert (m.action, m.entry_id) == ("answer", entry)
+
+
+# --- decisions -----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "question, entry",
+    [
+        ("毕业以后改名了，学信网的学历怎么绑定", "identity-change-after-graduation"),
+        ("在读证明怎么开", "stamped-proof-materials"),
+        ("退伍以后怎么复学", "military-enlistment"),
+        ("学历认证报告在哪里申请", "xueli-certification"),
+        ("国家开放大学本科毕业证丢了", "diploma-lost"),
+    ],
+)
+def test_plain_questions_are_answered(matcher: Matcher, question: str, entry: str) -> None:
+    m = matcher.match(question)
+    assert (m.action, m.entry_id) == ("answer", entry)
+    assert m.candidates[0] == entry and 0 < m.score <= 1
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["学生证丢了", "学生证丢了怎么补办", "转专业怎么申请", "校园卡丢了", "准考证丢了怎么办", "四六级成绩怎么查",
+     "宿舍怎么调换", "奖学金什么时候发", "办休学要什么手续", "身份证丢了怎么补", "补考什么时候考"],
+)
+def test_near_misses_fall_back_instead_of_taking_the_nearest_entry(matcher: Matcher, question: str) -> None:
+    m = matcher.match(question)
+    assert m.action == "fallback" and m.entry_id is None
+
+
+@pytest.mark.parametrize("question", ["选课密码忘了怎么办", "图书馆借书证丢了", "饭卡丢了去哪补", "实习证明怎么开"])
+def test_a_question_naming_a_thing_no_entry_covers_falls_back(matcher: Matcher, question: str) -> None:
+    assert matcher.rank(question) == []
+    assert matcher.match(question).action == "fallback"
+
+
+def test_an_entry_naming_none_of_the_questions_things_is_no_candidate(matcher: Matcher) -> None:
+    assert "diploma-lost" not in dict(matcher.rank("学生证丢了怎么补办"))
+    assert "diploma-lost" in dict(matcher.rank("毕业证丢了怎么补办"))
+
+
+@pytest.mark.parametrize("junk", ["？？", "1", "asdfgh", "😂😂😂", "。。。", "zzzz qqqq", "🙏"])
+def test_junk_falls_back(matcher: Matcher, junk: str) -> None:
+    assert matcher.match(junk).action == "fallback"
+
+
+@pytest.mark.parametrize("vague", ["学历", "学籍", "毕业证", "查不到", "手机号"])
+def test_a_vague_word_alone_is_clarified_not_answered(matcher: Matcher, vague: str) -> None:
+    m = matcher.match(vague)
+    assert m.action == "clarify" and m.entry_id is None
+    assert 2 <= len(m.candidates) <= 4 and len(set(m.candidates)) == len(m.candidates)
+    assert all(c in matcher.kb.entries for c in m.candidates)
+
+
+def test_rank_is_sorted_and_explains_the_answer(matcher: Matcher) -> None:
+    ranked = matcher.rank("学信网上查不到我的学籍")
+    assert ranked[0][0] == "xueji-not-found"
+    assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+
+
+# --- small talk ------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "message, kind",
+    [("你好", "greeting"), ("在吗在吗", "greeting"), ("老师您好！", "greeting"), ("好的谢谢", "thanks"),
+     ("收到，辛苦老师了", "thanks"), ("转人工", "human"), ("我想找真人聊", "human"), ("帮助", "help"),
+     ("你能做什么", "help"), ("菜单", "help")],
+)
+def test_small_talk_is_recognised(matcher: Matcher, message: str, kind: str) -> None:
+    m = matcher.match(message)
+    assert (m.action, m.entry_id, m.candidates) == (kind, None, ())
+
+
+def test_a_greeting_followed_by_a_question_goes_to_the_knowledge_base(matcher: Matcher) -> None:
+    m = matcher.match("老师好，学信网上查不到我的学籍")
+    assert (m.action, m.entry_id) == ("answer", "xueji-not-found")
+
+
+def test_asking_for_chsi_customer_service_is_a_question_not_a_request_for_a_human(matcher: Matcher) -> None:
+    m = matcher.match("学信网的人工客服怎么联系")
+    assert (m.action, m.entry_id) == ("answer", "chsi-contact")
+
+
+# --- rules -----------------------------------------------------------------------
+
+def _rules(tmp_path: Path, rules: list[dict]) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"rules": rules}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_keyword_rules_win_over_fuzzy_matching(kb: KnowledgeBase, tmp_path: Path) -> None:
+    path = _rules(tmp_path, [
+        {"keywords": ["毕业证丢了"], "match": "exact", "entry": "xueli-query"},
+        {"keywords": ["学位证"], "match": "contains", "reply": "学位证问题请联系学位办。"},
+        {"keywords": ["怎么用"], "match": "contains", "text": "help"},
+    ])
+    matcher = Matcher(kb, rules_path=path)
+    exact = matcher.match("毕业证丢了！")
+    assert (exact.action, exact.entry_id, exact.text_key, exact.text) == ("rule", "xueli-query", None, None)
+    assert matcher.match("毕业证丢了怎么办").entry_id == "diploma-lost"  # exact means the whole message
+    contains = matcher.match("我的学位证丢了怎么办")
+    assert (contains.action, contains.entry_id, contains.text) == ("rule", None, "学位证问题请联系学位办。")
+    assert matcher.match("这个公众号怎么用").text_key == "help"
+
+
+def test_the_longest_contains_keyword_wins(kb: KnowledgeBase, tmp_path: Path) -> None:
+    path = _rules(tmp_path, [
+        {"keywords": ["学信网"], "match": "contains", "entry": "chsi-what"},
+        {"keywords": ["学信网客服"], "match": "contains", "entry": "chsi-contact"},
+    ])
+    assert Matcher(kb, rules_path=path).match("学信网客服在哪").entry_id == "chsi-contact"
+
+
+@pytest.mark.parametrize(
+    "rule, problem",
+    [
+        ({"keywords": ["x"], "entry": "no-such-entry"}, "no-such-entry"),
+        ({"keywords": ["x"], "text": "no_such_text"}, "no_such_text"),
+        ({"keywords": ["x"], "entry": "diploma-lost", "reply": "两个目标"}, "exactly one"),
+        ({"keywords": ["？"], "reply": "空"}, "empty"),
+        ({"keywords": ["x"], "match": "fuzzy", "reply": "?"}, "match"),
+    ],
+)
+def test_broken_rules_are_rejected_when_the_matcher_is_built(kb: KnowledgeBase, tmp_path: Path, rule: dict, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Matcher(kb, rules_path=_rules(tmp_path, [rule]))
+
+
+def test_the_shipped_rules_load_and_fire(matcher: Matcher) -> None:
+    assert matcher.rules
+    m = matcher.match("学信网")
+    assert (m.action, m.entry_id) == ("rule", "chsi-what")
+
+
+# --- audience ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "question, audience",
+    [("我是研究生，毕业证丢了", "graduate"), ("国开的学生，学籍查不到", "ouc"), ("本科毕业证丢了", "undergrad"),
+     ("国家开放大学本科毕业证丢了", "ouc"), ("毕业证丢了", None), ("你好", None)],
+)
+def test_audience_comes_from_the_profile_hints(matcher: Matcher, question: str, audience: str | None) -> None:
+    assert matcher.match(question).audience == audience
+
+
+# --- robustness ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "message",
+    ["", "   ", "\n\t", "学" * 10_000, "学信网查不到学籍" * 1_500, "😂" * 500, "hello world 123", "<xml>]]></xml>",
+     "\x00\x01", "ＡＳＤＦ", "？！。，、"],
+)
+def test_any_input_gets_a_decision(matcher: Matcher, message: str) -> None:
+    m = matcher.match(message)
+    assert isinstance(m, Match) and m.action in ACTIONS and 0.0 <= m.score <= 1.0
+    assert len(m.candidates) <= 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.action = "answer"  # type: ignore[misc]
+
+
+def test_empty_and_blank_messages_fall_back(matcher: Matcher) -> None:
+    assert matcher.match("").action == matcher.match("  ").action == "fallback"
+
+
+def test_index_build_and_match_are_fast(kb: KnowledgeBase, matcher: Matcher) -> None:
+    started = time.perf_counter()
+    Matcher(kb)
+    assert time.perf_counter() - started < 1.0
+    started = time.perf_counter()
+    for _ in range(20):
+        matcher.match("毕业后在学信网上查不到本人的学历信息怎么办")
+    assert (time.perf_counter() - started) / 20 < 0.02
