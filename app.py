@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -63,6 +64,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def main() -> None:
     """Run the whole bot on this machine: embedded Redis, a development token if none is set."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # A plain `kill` (systemd, CI, tests) must still run the atexit clean-up that stops the embedded Redis.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     overrides: dict[str, str] = {}
     try:
         config = settings.load()

@@ -103,15 +103,26 @@ def test_a_hung_redis_does_not_hold_replies_past_the_deadline(tmp_path: Path, kb
         listener.close()
 
 
-def test_python_app_without_token_prints_a_development_token(tmp_path: Path) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_python_app_without_token_prints_a_development_token_and_cleans_up(tmp_path: Path) -> None:
     app = start_app(tmp_path, WECHAT_TOKEN="", WECHAT_APP_ID="", WECHAT_ENCODING_AES_KEY="")
     try:
         printed = [line for line in app.log_text().splitlines() if "development token" in line]
         assert printed, app.log_text()
         token = printed[0].rsplit(" ", 1)[1]
         assert WeChatServer(f"{app.base}/wechat", token).handshake("ok").text == "ok"
+        redis_pid = redis.Redis(unix_socket_path=str(tmp_path / "instance" / "redis.sock")).info()["process_id"]
     finally:
         app.stop()
+    assert app.process.returncode == 0
+    assert eventually(lambda: not _alive(redis_pid)), "stopping the app must stop its embedded Redis"
 
 
 def _gunicorn(tmp_path: Path, **env: str) -> subprocess.Popen:
