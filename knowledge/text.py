@@ -17,7 +17,10 @@ tokens, driven by the data files in ``knowledge/lexicon/``:
 from __future__ import annotations
 
 import logging
+import marshal
+import os
 import re
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -125,9 +128,27 @@ class Lexicon:
 
 @lru_cache(maxsize=1)
 def _jieba_dictionary() -> tuple[dict[str, int], int]:
-    """jieba's default dictionary, read once per process (the slow part of start-up)."""
+    """jieba's default dictionary, read once per process (the slow part of start-up).
+
+    jieba's own cache is read with ``marshal.load`` on a file, object by object,
+    which takes about three times as long as ``marshal.loads`` on the whole file;
+    so the dictionary is kept in a cache of our own, read in one go.
+    """
+    cache = Path(tempfile.gettempdir()) / f"xueji-jieba-{jieba.__version__}.marshal"
+    try:
+        freq, total = marshal.loads(cache.read_bytes())
+        if isinstance(freq, dict) and isinstance(total, int) and freq:
+            return freq, total
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
     base = jieba.Tokenizer()
     base.initialize()
+    partial = cache.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        partial.write_bytes(marshal.dumps((base.FREQ, base.total)))
+        partial.replace(cache)
+    except OSError:
+        partial.unlink(missing_ok=True)
     return base.FREQ, base.total
 
 
