@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from knowledge.matcher import Match
+from knowledge.text import compact
 from state import Effects
 
 from . import Context, Outcome, handles
@@ -21,7 +22,7 @@ def answer_entry(ctx: Context, entry_id: str, audience: str | None, outcome: str
     pages = ctx.kb.pages(entry_id, audience)
     session = {"audience": audience} if audience else {}
     if len(pages) > 1:
-        session.update(pages=pages[1:], topic=entry_id)
+        session["pages"] = pages[1:]
     return Outcome(
         reply=pages[0],
         effects=Effects(outcome=outcome, topic=entry_id, session=session),
@@ -41,19 +42,21 @@ def _clarify(ctx: Context, match: Match, audience: str | None) -> Outcome:
 
 
 def _follow_up(ctx: Context, text: str) -> Outcome | None:
+    """「更多」 or a list number, read the way students type them (「更多。」, 「２」)."""
     session = ctx.session
     audience = session.get("audience")
-    if text.lower() in ctx.kb.more_words:
+    word = compact(text)
+    if word in {compact(w) for w in ctx.kb.more_words}:
         pages = session.get("pages") or []
         if not pages:
             return Outcome(reply=ctx.kb.text("no_more"), effects=Effects(outcome="more"))
         rest = {k: v for k, v in session.items() if k != "pages"}
         if pages[1:]:
             rest["pages"] = pages[1:]
-        return Outcome(reply=pages[0], effects=Effects(outcome="more", topic=session.get("topic"), session=rest))
+        return Outcome(reply=pages[0], effects=Effects(outcome="more", session=rest))
     candidates = session.get("candidates") or []
-    if text.isdigit() and candidates:
-        number = int(text)
+    if word.isdigit() and candidates:
+        number = int(word)
         if 1 <= number <= len(candidates) and candidates[number - 1] in ctx.kb.entries:
             return answer_entry(ctx, candidates[number - 1], audience, "answer")
     return None

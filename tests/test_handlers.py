@@ -41,7 +41,8 @@ def test_a_number_picks_from_the_clarify_list(kb: KnowledgeBase, matcher: Matche
     assert asked.effects.outcome == "clarify" and 2 <= len(candidates) <= 4
     for n, candidate in enumerate(candidates, 1):
         assert kb.entries[candidate].question in asked.reply
-        picked = respond(ctx(kb, matcher, candidates=candidates), str(n))
+        typed = str(n) if n % 2 else chr(ord("０") + n)  # full-width digits from a Chinese keyboard
+        picked = respond(ctx(kb, matcher, candidates=candidates), typed)
         assert picked.effects.topic == candidate and picked.reply == kb.pages(candidate)[0]
 
 
@@ -51,7 +52,7 @@ def test_a_number_outside_the_list_is_not_an_answer(kb: KnowledgeBase, matcher: 
 
 
 def test_more_serves_the_remaining_pages_then_says_so(kb: KnowledgeBase, matcher: Matcher) -> None:
-    first = respond(ctx(kb, matcher, pages=["第二页", "第三页"], topic="xueli-certification"), "更多")
+    first = respond(ctx(kb, matcher, pages=["第二页", "第三页"]), " 更多。")
     assert first.reply == "第二页" and first.effects.session["pages"] == ["第三页"]
     last = respond(ctx(kb, matcher, **first.effects.session), "继续")
     assert last.reply == "第三页" and "pages" not in last.effects.session
