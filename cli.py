@@ -38,11 +38,17 @@ def validate() -> None:
     click.echo(f"OK: {len(kb.entries)} entries, {sum(len(e.similar) for e in kb.entries.values())} similar questions")
 
 
+ACTIONS = ("answer", "clarify", "fallback", *SMALL_TALK)
+
+
 def _report(question: str, outcome: handlers.Outcome) -> dict:
+    """The decision in the fixed vocabulary of ``kb ask --json`` (a rule or 「更多」 maps onto it)."""
     match = outcome.match
     action = outcome.effects.outcome
-    if action == "rule":
-        action = "answer" if outcome.effects.topic or not (match and match.text_key in SMALL_TALK) else match.text_key
+    if action == "rule" and match and match.text_key in SMALL_TALK and not outcome.effects.topic:
+        action = match.text_key
+    elif action not in ACTIONS:
+        action = "answer" if outcome.effects.topic else "fallback"
     return {
         "question": question,
         "action": action,

@@ -110,7 +110,7 @@ def _ask_json(lines: list[str]) -> list[dict]:
 
 
 def test_ask_json_emits_one_valid_object_per_input_line(kb: KnowledgeBase) -> None:
-    lines = [kb.entries["diploma-lost"].question, "", "   ", "学" * 20000, "你好", "转人工", "😂😂😂", '"quoted" \\ back\tslash']
+    lines = [kb.entries["diploma-lost"].question, "", "   ", "学" * 20000, "你好", "转人工", "😂😂😂", '"quoted" \\ back\tslash', "更多", "2"]
     reports = _ask_json(lines)
     for line, report in zip(lines, reports):
         assert set(report) == {"question", "action", "id", "candidates", "score", "answer", "reply"}
