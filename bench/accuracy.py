@@ -1,12 +1,13 @@
 """Accuracy and speed of the matcher on the labelled dev questions.
 
-    .venv/bin/python bench/accuracy.py [--dev PATH] [--half a|b] [--reps N]
+    .venv/bin/python bench/accuracy.py [--dev PATH] [--section tune|holdout] [--half a|b] [--reps N]
 
 Prints hit@1, resolved, wrong, clarify rate, out-of-domain answers, small-talk
 accuracy, per-question latency (single core) and index build time, then every
 miss with the top-3 candidates. ``--half`` keeps the in-domain questions of every
 other topic (and every other out-of-domain / small-talk line): tune on one half,
-check on the other, so the figures are not just a fit to these lines.
+check on the other, so the figures are not just a fit to these lines. ``--section``
+reads one top-level section of a split file such as ``bench/fresh-questions.yaml``.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def _pct(part: int, whole: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dev", type=Path, default=ROOT.parent / "shared" / "eval" / "dev-questions.yaml")
+    parser.add_argument("--section", choices=["tune", "holdout"], help="read this section of a split question file")
     parser.add_argument("--half", choices=["a", "b"], help="keep half of the topics (held-out check)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions for the latency figures")
     args = parser.parse_args()
@@ -61,6 +63,8 @@ def main() -> int:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
     dev = yaml.safe_load(args.dev.read_text(encoding="utf-8"))
+    if args.section:
+        dev = dev[args.section]
     kb = _knowledge_base()
     started = time.perf_counter()
     matcher = Matcher(kb)
@@ -118,7 +122,7 @@ def main() -> int:
         "small talk": talk_ok / len(talk) if talk else 0.0,
     }
 
-    print(f"dev set: {args.dev}  half: {args.half or 'all'}  entries: {len(kb.entries)}")
+    print(f"dev set: {args.dev}{'  section: ' + args.section if args.section else ''}  half: {args.half or 'all'}  entries: {len(kb.entries)}")
     print(f"in-domain questions: {n}")
     print(f"  hit@1        {_pct(hits, n)}")
     print(f"  resolved     {_pct(resolved, n)}   (hit, or clarify listing an expected id)")

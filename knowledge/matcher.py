@@ -15,7 +15,9 @@ similar questions and keywords:
 
 An entry is a candidate only if it mentions one of the things (``objects.txt``:
 证件, 材料, 手续) the message names, so 学生证丢了 never gets the 毕业证 answer;
-a message naming a thing no entry mentions (选课, 借书证) falls back.
+a message naming a thing no entry mentions (选课, 借书证) falls back. An entry
+about one thing (half its phrases name 毕业证) is not answered outright for a
+message naming only other things it merely mentions (身份证丢了 is no 毕业证 question).
 The weighted mix is a confidence in 0..1; a clear winner is answered, a few
 close ones are offered as a choice, and a weak best match falls back.
 """
@@ -41,12 +43,13 @@ MARGIN = 0.05  # ... when the runner-up trails by at least this much
 CLARIFY_AT = 0.30  # below this, nothing fits: fall back
 LEAD = 1.5  # in a long question, a top score this many times the runner-up's is answered too ...
 LONG = 5  # ... long meaning at least this many content words
-INFO_FLOOR = 2.0  # a one-word question weighing less than this (毕业证, 查不到) is too vague to answer
+INFO_FLOOR = 2.0  # a one-word question weighing less than this (毕业证, 查不到; lone characters aside) is too vague to answer
 CLOSE = 0.10  # a clarify list holds the entries within this of the top (any plausible one for a vague question)
 MAX_CHOICES = 4
 UNKNOWN_WEIGHT = 3.0  # weight of a rare word no entry uses: it is what the question is about
 SINGLE_CHAR = 0.4  # single characters and numbers say little on their own
 ANCHOR_SHARE = 0.34  # a word in this share of an entry's phrases is what the entry is about
+PRIMARY_SHARE = 0.5  # a thing (objects.txt) named in this share of an entry's phrases is what it is about
 WEIGHTS = (0.4, 0.3, 0.2, 0.1)  # coverage, dice, anchored, keyworded
 
 
@@ -115,6 +118,8 @@ class _Indexed:
     strength: dict[str, float]  # how central each of its words is: 1 in a keyword or in half its phrases
     anchors: dict[str, float]  # what it is about: words in many of its phrases, weighted by share and IDF
     anchor_total: float
+    primary: frozenset[str]  # the things it is about (named in PRIMARY_SHARE of its phrases)
+    keyword_objects: frozenset[str]  # the things its keywords name
 
 
 def _confidence(coverage: float, dice: float, anchored: float, keyworded: float) -> float:
@@ -162,6 +167,7 @@ class Matcher:
         strength = {t: 0.5 + 0.5 * min(1.0, 2 * s) for t, s in share.items()} | dict.fromkeys(set().union(*keywords), 1.0)
         bar = min(ANCHOR_SHARE, max(share.values(), default=0.0))
         anchors = {t: s * self._weight(t) for t, s in share.items() if s >= bar}
+        objects = self.lexicon.objects
         return _Indexed(
             phrase_sizes=tuple(sum(self._weight(t) for t in p) for p in phrases),
             phrase_postings={t: tuple(i for i, p in enumerate(phrases) if t in p) for t in share},
@@ -169,6 +175,8 @@ class Matcher:
             strength=strength,
             anchors=anchors,
             anchor_total=sum(anchors.values()),
+            primary=frozenset(t for t, s in share.items() if t in objects and s >= PRIMARY_SHARE),
+            keyword_objects=frozenset(t for k in keywords for t in k if t in objects),
         )
 
     def _weight(self, token: str) -> float:
@@ -194,12 +202,22 @@ class Matcher:
         """Per candidate entry: (coverage, dice, anchored, keyworded), each 0..1 (the debugging view)."""
         return self._features(self.analyzer.tokens(question))
 
+    def _objects(self, tokens: list[str]) -> set[str]:
+        """The things (objects.txt, or a word no entry uses ending in a suffix like 证) the tokens name."""
+        return {t for t in tokens if t in self.lexicon.objects or (t not in self._idf and t.endswith(self._suffixes))}
+
+    def _off_object(self, entry_id: str, objects: set[str]) -> bool:
+        """True if the entry is about things the message does not name, and names none of the
+        message's things in its keywords: it may be offered, never answered outright."""
+        item = self._index[entry_id]
+        return bool(objects and item.primary) and item.primary.isdisjoint(objects) and item.keyword_objects.isdisjoint(objects)
+
     def _features(self, tokens: list[str]) -> dict[str, tuple[float, float, float, float]]:
         """Candidates share a word with the question and, if it names things (证件, 手续), one of those.
 
         A question naming a thing no entry names (选课, 借书证) has no candidates at all.
         """
-        objects = {t for t in tokens if t in self.lexicon.objects or (t not in self._idf and t.endswith(self._suffixes))}
+        objects = self._objects(tokens)
         if not objects <= self._idf.keys():
             return {}
         weights = {t: self._weight(t) for t in tokens}
@@ -258,8 +276,9 @@ class Matcher:
         second = ranked[1][1] if len(ranked) > 1 else 0.0
         if top < CLARIFY_AT:
             return Match("fallback", None, ids[:MAX_CHOICES], top, audience)
-        informative = len(words) > 1 or sum(self._weight(w) for w in words) >= INFO_FLOOR
+        informative = sum(len(w) > 1 for w in words) > 1 or sum(self._weight(w) for w in words) >= INFO_FLOOR
         leads = top - second >= MARGIN if top >= ANSWER_AT else len(words) >= LONG and top >= LEAD * second
+        leads = leads and not self._off_object(ids[0], self._objects(tokens))
         if informative and leads:
             return Match("answer", ids[0], ids[:MAX_CHOICES], top, audience)
         bar = top - CLOSE if informative else CLARIFY_AT
@@ -269,13 +288,17 @@ class Matcher:
         return Match("clarify", None, close[:MAX_CHOICES], top, audience)
 
     def match(self, question: str) -> Match:
-        """The one decision for a message."""
+        """The one decision for a message.
+
+        Small talk wins when what is left without its phrases names no entry word of two
+        characters or more (a lone 人 or 号 left over is no question).
+        """
         text = compact(question)
         audience = self.audience(question)
         rule = self._rule(text) if text else None
         if rule is not None:
             return Match("rule", rule.entry, (rule.entry,) if rule.entry else (), 1.0, audience, rule.text, rule.reply)
         kind, rest = self._small_talk(text)
-        if kind is not None and not any(t in self._idf for t in self.analyzer.tokens(rest)):
+        if kind is not None and not any(len(t) > 1 and t in self._idf for t in self.analyzer.tokens(rest)):
             return Match(kind, None, (), 1.0, audience)
         return self._knowledge(question, audience)

@@ -207,6 +207,15 @@ class Analyzer:
                 found.append((end + 1, terms))
         return found
 
+    def _straddled(self, text: str, start: int, end: int) -> bool:
+        """True if a common word crosses an edge of a short ``text[start:end]`` (学生|征兵, 高|考时):
+        the piece is then part of other words, not a mistyped term, and is left alone. A long
+        piece (学力认正) sounding like a term is a typo whatever its neighbours."""
+        if end - start > 3:
+            return False
+        edges = (text[start - 1 : start + 1] if start > 0 else "", text[end - 1 : end + 1] if end < len(text) else "")
+        return any(self._common.get(pair, 0) >= COMMON_WORD_FREQ for pair in edges if len(pair) == 2)
+
     def correct(self, text: str) -> str:
         """Replace homophone typos of known terms by their canonical form; known words stay as they are."""
         out, i = [], 0
@@ -216,7 +225,7 @@ class Analyzer:
                 piece = text[i:end]
                 if piece in terms:
                     out.append(piece)
-                elif self._common.get(piece, 0) >= COMMON_WORD_FREQ:
+                elif self._common.get(piece, 0) >= COMMON_WORD_FREQ or self._straddled(text, i, end):
                     continue
                 else:
                     choice = {self.canonical[t] for t in terms if set(t) & set(piece)}
@@ -256,12 +265,26 @@ class Analyzer:
             self._parts_cache[piece] = parts
         return self._parts_cache[piece]
 
+    def _joined(self, pieces: Iterable[str]) -> list[str]:
+        """The cut pieces, stripped, with a lone object suffix (卡, 证) joined to the word before it:
+        jieba cuts 学籍卡 into 学籍 + 卡, but the message is about a 学籍卡, not about 学籍. A joined
+        X证 that is short for a known X证书 (学历证) reads as that."""
+        out: list[str] = []
+        for piece in pieces:
+            piece = piece.strip()
+            prev = out[-1] if out else ""
+            if piece in self.lexicon.object_suffixes and len(prev) > 1 and _CJK.match(prev) and prev not in self.lexicon.stopwords:
+                joined = prev + piece
+                out[-1] = joined + "书" if joined not in self.canonical and joined + "书" in self.canonical else joined
+            else:
+                out.append(piece)
+        return out
+
     def analyse(self, text: str) -> tuple[list[str], list[str]]:
         """(words, tokens): the canonical content words in order, each once; tokens add the parts of compounds."""
         words: dict[str, None] = {}
         tokens: dict[str, None] = {}
-        for piece in self.tokenizer.cut(self.correct(clean(text)), HMM=False):
-            piece = piece.strip()
+        for piece in self._joined(self.tokenizer.cut(self.correct(clean(text)), HMM=False)):
             if not piece or piece in self.lexicon.stopwords:
                 continue
             word = self.canonical.get(piece, piece)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from pathlib import Path
 
 import jieba
@@ -93,6 +92,24 @@ def test_a_common_word_is_not_corrected_into_a_homophone_term(analyzer: Analyzer
     assert analyzer.analyse("入伍")[0] == ["入伍"]
 
 
+def test_a_short_piece_inside_other_words_is_not_corrected(analyzer: Analyzer) -> None:
+    # 学生|征兵 is not 学生证, 高|考时 is not 考试: a common word crosses the piece's edge
+    assert "学生证" not in analyzer.tokens("电大学生征兵表格盖章")
+    assert "入伍" in analyzer.tokens("电大学生征兵表格盖章")
+    assert "考试" not in analyzer.tokens("高考时填的信息")
+
+
+def test_a_lone_suffix_makes_a_thing_with_the_word_before_it(analyzer: Analyzer) -> None:
+    assert "学籍卡" in analyzer.tokens("我的学籍卡丢了")
+    assert "门禁卡" in analyzer.tokens("门禁卡坏了")
+    assert "毕业证" in analyzer.tokens("学历证丢了")  # 学历证 is short for 学历证书
+
+
+def test_where_a_student_types_from_is_not_a_phone_number(analyzer: Analyzer) -> None:
+    assert "手机号" not in analyzer.tokens("在手机上怎么注册学信网")
+    assert "手机号" in analyzer.tokens("手机收不到验证码")
+
+
 @pytest.mark.parametrize(
     "question, entry",
     [
@@ -122,6 +139,11 @@ def test_typos_still_find_their_topic(matcher: Matcher, question: str, entry: st
         ("退伍以后怎么复学", "military-enlistment"),
         ("学历认证报告在哪里申请", "xueli-certification"),
         ("国家开放大学本科毕业证丢了", "diploma-lost"),
+        ("毕业证书能补办吗", "diploma-lost"),  # 补办 replaces a lost one ...
+        ("改名以后毕业证可以换发吗", "diploma-reissue-after-change"),  # ... 换发 re-issues with new details
+        ("在手机上怎么注册学信网", "account-register"),
+        ("学信网是干啥的", "chsi-what"),
+        ("学信网里学籍那一栏是空的", "xueji-not-found"),
     ],
 )
 def test_plain_questions_are_answered(matcher: Matcher, question: str, entry: str) -> None:
@@ -133,14 +155,15 @@ def test_plain_questions_are_answered(matcher: Matcher, question: str, entry: st
 @pytest.mark.parametrize(
     "question",
     ["学生证丢了", "学生证丢了怎么补办", "转专业怎么申请", "校园卡丢了", "准考证丢了怎么办", "四六级成绩怎么查",
-     "宿舍怎么调换", "奖学金什么时候发", "办休学要什么手续", "身份证丢了怎么补", "补考什么时候考"],
+     "宿舍怎么调换", "奖学金什么时候发", "办休学要什么手续", "身份证丢了怎么补", "补考什么时候考",
+     "身份证掉了要去哪补办"],
 )
 def test_near_misses_fall_back_instead_of_taking_the_nearest_entry(matcher: Matcher, question: str) -> None:
     m = matcher.match(question)
     assert m.action == "fallback" and m.entry_id is None
 
 
-@pytest.mark.parametrize("question", ["选课密码忘了怎么办", "图书馆借书证丢了", "饭卡丢了去哪补", "实习证明怎么开"])
+@pytest.mark.parametrize("question", ["选课密码忘了怎么办", "图书馆借书证丢了", "饭卡丢了去哪补", "实习证明怎么开", "我的学籍卡丢了", "门禁卡坏了"])
 def test_a_question_naming_a_thing_no_entry_covers_falls_back(matcher: Matcher, question: str) -> None:
     assert matcher.rank(question) == []
     assert matcher.match(question).action == "fallback"
@@ -164,6 +187,19 @@ def test_a_vague_word_alone_is_clarified_not_answered(matcher: Matcher, vague: s
     assert all(c in matcher.kb.entries for c in m.candidates)
 
 
+def test_an_entry_about_another_thing_is_not_answered_outright(matcher: Matcher) -> None:
+    # diploma-reissue-after-change mentions 身份证号, but it is about the 毕业证
+    assert matcher._off_object("diploma-reissue-after-change", {"身份证号"})
+    assert not matcher._off_object("diploma-reissue-after-change", {"身份证号", "毕业证"})
+    assert not matcher._off_object("account-forgot-password", {"账号"})  # named by its keywords
+    assert matcher.match("身份证掉了要去哪补办").entry_id is None
+
+
+def test_a_lone_character_does_not_make_a_vague_question_specific(matcher: Matcher) -> None:
+    m = matcher.match("学籍能转吗")
+    assert m.action in ("clarify", "fallback") and m.entry_id is None
+
+
 def test_rank_is_sorted_and_explains_the_answer(matcher: Matcher) -> None:
     ranked = matcher.rank("学信网上查不到我的学籍")
     assert ranked[0][0] == "xueji-not-found"
@@ -176,7 +212,7 @@ def test_rank_is_sorted_and_explains_the_answer(matcher: Matcher) -> None:
     "message, kind",
     [("你好", "greeting"), ("在吗在吗", "greeting"), ("老师您好！", "greeting"), ("好的谢谢", "thanks"),
      ("收到，辛苦老师了", "thanks"), ("转人工", "human"), ("我想找真人聊", "human"), ("帮助", "help"),
-     ("你能做什么", "help"), ("菜单", "help")],
+     ("你能做什么", "help"), ("菜单", "help"), ("我找人工，你是机器人吗", "human"), ("有没有老师在线", "human")],
 )
 def test_small_talk_is_recognised(matcher: Matcher, message: str, kind: str) -> None:
     m = matcher.match(message)
@@ -273,13 +309,3 @@ def test_any_input_gets_a_decision(matcher: Matcher, message: str) -> None:
 
 def test_empty_and_blank_messages_fall_back(matcher: Matcher) -> None:
     assert matcher.match("").action == matcher.match("  ").action == "fallback"
-
-
-def test_index_build_and_match_are_fast(kb: KnowledgeBase, matcher: Matcher) -> None:
-    started = time.perf_counter()
-    Matcher(kb)
-    assert time.perf_counter() - started < 1.0
-    started = time.perf_counter()
-    for _ in range(20):
-        matcher.match("毕业后在学信网上查不到本人的学历信息怎么办")
-    assert (time.perf_counter() - started) / 20 < 0.02
