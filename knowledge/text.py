@@ -13,6 +13,10 @@ tokens, driven by the data files in ``knowledge/lexicon/``:
    global ``jieba`` tokenizer is never touched).
 4. each word is mapped to its canonical form (``synonyms.yaml``) and stop words
    are dropped; a compound is followed by the known terms it is made of.
+5. ``parse`` also reports the *qualified things*: a noun right before a thing
+   (``objects.txt``), as 高中 in 高中学籍 or 辅导员 in 辅导员电话. Nouns are told
+   from verbs, numbers and time words (补办毕业证, 一张毕业证, 去年毕业证) by the
+   part-of-speech tags of jieba's dictionary.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import os
 import re
 import tempfile
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -40,6 +44,10 @@ MAX_CHARS = 300
 COMMON_WORD_FREQ = 20
 # Weight of user terms in the tokenizer, so that domain terms win over general words.
 TERM_FREQ = 3000
+# jieba part-of-speech tags of words that cannot name a kind of thing: verbs, numbers, time
+# and place words (以前), adverbs, pronouns, adjectives, idioms, set phrases, particles
+# (补办, 一张, 去年, 刚刚, 这个, 没用过).
+NOT_NOUN_TAGS = frozenset("v vd vg vi vq m mq q t tg f d ad dg r rr rz c p u ul uj uz ud ug uv y e o x k i l z zg a ag b g".split())
 
 _NON_WORD = re.compile(r"[^0-9a-z\u3400-\u9fff]+")
 _CJK = re.compile(r"^[\u3400-\u9fff]+$")
@@ -82,6 +90,8 @@ class Lexicon:
     objects: frozenset[str]
     object_suffixes: tuple[str, ...]
     smalltalk: dict[str, tuple[str, ...]]
+    heads: frozenset[str] = frozenset()  # general things (学籍, 证书, 电话): a noun before one makes another thing
+    describing: frozenset[str] = frozenset()  # words that describe a thing without making it another (纸质, 函授, 妹妹)
 
     @classmethod
     def load(cls, folder: Path = LEXICON_DIR) -> "Lexicon":
@@ -114,8 +124,11 @@ class Lexicon:
         if problems:
             raise LexiconError("\n".join(problems))
         stopwords = frozenset(clean(w) for w in _lines(folder / "stopwords.txt"))
-        objects = [clean(w) for w in _lines(folder / "objects.txt") if not w.startswith("*")]
-        suffixes = tuple(clean(w[1:]) for w in _lines(folder / "objects.txt") if w.startswith("*") and clean(w[1:]))
+        lines = _lines(folder / "objects.txt")
+        objects = [clean(w) for w in lines if w[0] not in "*+-"]
+        suffixes = tuple(clean(w[1:]) for w in lines if w.startswith("*") and clean(w[1:]))
+        heads = [clean(w[1:]) for w in lines if w.startswith("+") and clean(w[1:])]
+        describing = [clean(w[1:]) for w in lines if w.startswith("-") and clean(w[1:])]
         return cls(
             words=tuple(dict.fromkeys([*words, *objects])),
             canonical=canonical,
@@ -123,44 +136,72 @@ class Lexicon:
             objects=frozenset(canonical.get(w, w) for w in objects),
             object_suffixes=suffixes,
             smalltalk=smalltalk,
+            heads=frozenset(canonical.get(w, w) for w in heads),
+            describing=frozenset(canonical.get(w, w) for w in describing),
         )
 
 
+def _not_nouns() -> frozenset[str]:
+    """The words of jieba's dictionary whose part-of-speech tag is in ``NOT_NOUN_TAGS`` (none if
+    the dictionary file cannot be read: then every dictionary word may be a noun)."""
+    words = set()
+    try:
+        with open(Path(jieba.__file__).parent / jieba.DEFAULT_DICT_NAME, encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[2] in NOT_NOUN_TAGS:
+                    words.add(parts[0])
+    except OSError:
+        pass
+    return frozenset(words)
+
+
 @lru_cache(maxsize=1)
-def _jieba_dictionary() -> tuple[dict[str, int], int]:
-    """jieba's default dictionary, read once per process (the slow part of start-up).
+def _jieba_dictionary() -> tuple[dict[str, int], int, frozenset[str]]:
+    """jieba's default dictionary and its words that are no nouns, read once per process
+    (the slow part of start-up).
 
     jieba's own cache is read with ``marshal.load`` on a file, object by object,
     which takes about three times as long as ``marshal.loads`` on the whole file;
     so the dictionary is kept in a cache of our own, read in one go.
     """
-    cache = Path(tempfile.gettempdir()) / f"xueji-jieba-{jieba.__version__}.marshal"
+    cache = Path(tempfile.gettempdir()) / f"xueji-jieba-{jieba.__version__}-pos.marshal"
     try:
-        freq, total = marshal.loads(cache.read_bytes())
-        if isinstance(freq, dict) and isinstance(total, int) and freq:
-            return freq, total
+        freq, total, not_nouns = marshal.loads(cache.read_bytes())
+        if isinstance(freq, dict) and isinstance(total, int) and isinstance(not_nouns, frozenset) and freq:
+            return freq, total, not_nouns
     except (OSError, ValueError, EOFError, TypeError):
         pass
     base = jieba.Tokenizer()
     base.initialize()
+    not_nouns = _not_nouns()
     partial = cache.with_suffix(f".{os.getpid()}.tmp")
     try:
-        partial.write_bytes(marshal.dumps((base.FREQ, base.total)))
+        partial.write_bytes(marshal.dumps((base.FREQ, base.total, not_nouns)))
         partial.replace(cache)
     except OSError:
         partial.unlink(missing_ok=True)
-    return base.FREQ, base.total
+    return base.FREQ, base.total, not_nouns
 
 
 def _tokenizer(terms: Iterable[str]) -> jieba.Tokenizer:
     """A private jieba tokenizer: the default dictionary plus ``terms``; the global one stays untouched."""
-    freq, total = _jieba_dictionary()
+    freq, total, _ = _jieba_dictionary()
     tokenizer = jieba.Tokenizer()
     tokenizer.FREQ, tokenizer.total, tokenizer.initialized = dict(freq), total, True
     for term in terms:
         if term and not term.isspace():
             tokenizer.add_word(term, max(freq.get(term, 0), TERM_FREQ))
     return tokenizer
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """One message, analysed: see ``Analyzer.parse``."""
+
+    words: list[str]
+    tokens: list[str]
+    pairs: list[tuple[str, str]] = field(default_factory=list)
 
 
 @lru_cache(maxsize=8192)
@@ -181,8 +222,9 @@ class Analyzer:
         for term in terms:
             self.canonical.setdefault(term, term)
         self.tokenizer = _tokenizer(sorted(terms | {w for w in lexicon.stopwords if len(w) > 1}))
-        self._common = _jieba_dictionary()[0]
+        self._common, _, self._not_nouns = _jieba_dictionary()
         self._parts_cache: dict[str, list[str]] = {}
+        self._things = lexicon.objects | lexicon.heads
         self._trie: dict = {}
         for term in terms:
             if len(term) >= 2 and _CJK.match(term):
@@ -243,6 +285,10 @@ class Analyzer:
         """How common ``word`` is in general Chinese (jieba's dictionary count; 0 if unknown)."""
         return self._common.get(word, 0)
 
+    def parts(self, word: str) -> list[str]:
+        """The known terms a word of two characters or more is made of (手机短信 → 手机号, 短信)."""
+        return self._parts(word) if len(word) > 1 and _CJK.match(word) else []
+
     def _parts(self, piece: str) -> list[str]:
         """Known terms a compound is made of (实名注册 → 注册), so compounds still overlap with their parts.
 
@@ -280,20 +326,44 @@ class Analyzer:
                 out.append(piece)
         return out
 
-    def analyse(self, text: str) -> tuple[list[str], list[str]]:
-        """(words, tokens): the canonical content words in order, each once; tokens add the parts of compounds."""
+    def noun(self, piece: str) -> bool:
+        """True if ``piece`` can name a kind of thing: a thing of ``objects.txt``, or a word of
+        jieba's dictionary not tagged as a verb, number, time word and the like. A piece made
+        only of stop characters (时说) is no word."""
+        if self.canonical.get(piece, piece) in self._things:
+            return True
+        if all(c in self.lexicon.stopwords for c in piece):
+            return False
+        return piece in self._common and piece not in self._not_nouns
+
+    def parse(self, text: str) -> "Parsed":
+        """The canonical content words in order (each once), the tokens (words and the parts of
+        compounds) and the qualified things: (noun, thing) for a noun right before a thing of
+        ``objects.txt`` (高中毕业证, 辅导员电话; not 妹妹的毕业证, where 的 makes it whose it is)."""
         words: dict[str, None] = {}
         tokens: dict[str, None] = {}
+        pairs: list[tuple[str, str]] = []
+        prev = ""
         for piece in self._joined(self.tokenizer.cut(self.correct(clean(text)), HMM=False)):
             if not piece or piece in self.lexicon.stopwords:
+                prev = ""
                 continue
             word = self.canonical.get(piece, piece)
+            if word in self._things and len(prev) > 1 and _CJK.match(prev) and self.noun(prev):
+                pairs.append((self.canonical.get(prev, prev), word))
+            prev = piece
             if word not in self.lexicon.stopwords:
                 words.setdefault(word, None)
                 tokens.setdefault(word, None)
-            for part in self._parts(piece) if len(piece) > 2 and _CJK.match(piece) else ():
-                tokens.setdefault(part, None)
-        return list(words), list(tokens)
+            if len(piece) > 2 and _CJK.match(piece):
+                for part in self._parts(piece):
+                    tokens.setdefault(part, None)
+        return Parsed(list(words), list(tokens), pairs)
+
+    def analyse(self, text: str) -> tuple[list[str], list[str]]:
+        """(words, tokens): the canonical content words in order, each once; tokens add the parts of compounds."""
+        parsed = self.parse(text)
+        return parsed.words, parsed.tokens
 
     def tokens(self, text: str) -> list[str]:
         """Canonical content tokens in order of appearance, each once; compounds are followed by their parts."""

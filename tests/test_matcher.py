@@ -206,13 +206,77 @@ def test_rank_is_sorted_and_explains_the_answer(matcher: Matcher) -> None:
     assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
 
 
+# --- what a question is about --------------------------------------------------------
+
+def test_a_noun_before_a_general_thing_is_a_qualified_thing(analyzer: Analyzer) -> None:
+    assert ("中职", "学籍") in analyzer.parse("中职学籍能查吗").pairs
+    assert ("财务处", "电话") in analyzer.parse("财务处电话多少").pairs
+    # verbs, numbers, time words and whose it is (的) do not qualify a thing
+    assert analyzer.parse("补办毕业证要多久").pairs == []
+    assert analyzer.parse("去年学籍还在").pairs == []
+    assert analyzer.parse("开一份在读证明").pairs == []
+    assert analyzer.parse("表哥的学籍查不到").pairs == []
+
+
+@pytest.mark.parametrize("question", ["中职学籍能查吗", "财务处电话多少", "团支部证明怎么开", "辅导员电话是多少号码"])
+def test_a_general_thing_qualified_by_a_noun_no_entry_uses_falls_back(matcher: Matcher, question: str) -> None:
+    assert matcher.rank(question) == []
+    assert matcher.match(question).action == "fallback"
+
+
+@pytest.mark.parametrize(
+    "question, entry",
+    [
+        ("纸质毕业证弄丢了", "diploma-lost"),  # describing words do not make another thing
+        ("函授毕业证丢了", "diploma-lost"),
+        ("我表妹毕业证丢了能补吗", "diploma-lost"),
+        ("学信网手机短信验证码一直收不到", "sms-code-not-received"),  # 手机短信: known parts
+        ("搬家时把毕业证搞丢了", "diploma-lost"),  # a rare circumstance, the thing still named
+        ("本科毕业证不见了", "diploma-lost"),  # an audience
+    ],
+)
+def test_circumstances_around_a_known_thing_are_still_answered(matcher: Matcher, question: str, entry: str) -> None:
+    m = matcher.match(question)
+    assert (m.action, m.entry_id) == ("answer", entry)
+
+
+@pytest.mark.parametrize("question", ["荣誉证书丢了能补吗", "技能证书丢了", "等级证书找不到了"])
+def test_another_certificate_is_no_diploma(matcher: Matcher, question: str) -> None:
+    assert matcher.rank(question) == []
+
+
+@pytest.mark.parametrize("question", ["教务系统密码忘了", "国开学习网密码忘了怎么办", "智慧树账号注册不了"])
+def test_another_system_s_account_is_not_answered_as_the_chsi_account(matcher: Matcher, question: str) -> None:
+    assert matcher.match(question).entry_id is None
+
+
+@pytest.mark.parametrize("question", ["奖状弄丢了怎么办", "社团怎么报名", "托福报名入口", "为了复读能保留学籍吗"])
+def test_a_rare_unknown_word_missing_the_entry_s_topic_is_not_answered(matcher: Matcher, question: str) -> None:
+    m = matcher.match(question)
+    assert m.action in ("clarify", "fallback") and m.entry_id is None
+
+
+def test_an_unknown_topic_word_only_blocks_entries_whose_topic_is_missed(matcher: Matcher) -> None:
+    tokens = matcher.analyzer.tokens("社团怎么报名")
+    assert matcher._off_topic("kaoyan-chsi-account", tokens)
+    tokens = matcher.analyzer.tokens("搬家时把毕业证搞丢了")
+    assert not matcher._off_topic("diploma-lost", tokens)
+
+
+@pytest.mark.parametrize("question", ["档案丢了怎么补", "学位授予需要什么条件", "高中毕业证丢了怎么补", "留服认证要多久"])
+def test_a_question_about_another_general_thing_is_not_answered(matcher: Matcher, question: str) -> None:
+    assert matcher.match(question).entry_id is None
+
+
 # --- small talk ------------------------------------------------------------------
 
 @pytest.mark.parametrize(
     "message, kind",
     [("你好", "greeting"), ("在吗在吗", "greeting"), ("老师您好！", "greeting"), ("好的谢谢", "thanks"),
      ("收到，辛苦老师了", "thanks"), ("转人工", "human"), ("我想找真人聊", "human"), ("帮助", "help"),
-     ("你能做什么", "help"), ("菜单", "help"), ("我找人工，你是机器人吗", "human"), ("有没有老师在线", "human")],
+     ("你能做什么", "help"), ("菜单", "help"), ("我找人工，你是机器人吗", "human"), ("有没有老师在线", "human"),
+     ("叫你们老师过来", "human"), ("换一个老师吧", "human"), ("有哪些问题可以问你", "help"), ("不知道问什么", "help"),
+     ("谢谢你的帮助", "thanks"), ("老师好，谢谢", "thanks"), ("早", "greeting")],
 )
 def test_small_talk_is_recognised(matcher: Matcher, message: str, kind: str) -> None:
     m = matcher.match(message)
@@ -309,3 +373,15 @@ def test_any_input_gets_a_decision(matcher: Matcher, message: str) -> None:
 
 def test_empty_and_blank_messages_fall_back(matcher: Matcher) -> None:
     assert matcher.match("").action == matcher.match("  ").action == "fallback"
+
+
+@pytest.mark.parametrize(
+    "message, kind",
+    [("有没有真人老师可以聊一下", "human"), ("想让老师直接帮我看看", "human"), ("你都可以回答什么类型的问题", "help")],
+)
+def test_a_request_for_a_person_or_help_wins_when_the_rest_has_no_answer(matcher: Matcher, message: str, kind: str) -> None:
+    assert matcher.match(message).action == kind
+
+
+def test_a_greeting_in_front_of_an_unanswerable_question_falls_back(matcher: Matcher) -> None:
+    assert matcher.match("老师您好 体育馆晚上几点关门").action == "fallback"
