@@ -38,9 +38,15 @@ class ConfigError(RuntimeError):
 
 
 def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Settings from defaults < ``.env`` < environment < ``overrides``, converted to their types."""
-    sources: dict[str, Any] = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}
-    sources.update(os.environ if env is None else env)
+    """Settings from defaults < ``.env`` < environment < ``overrides``, converted to their types.
+
+    ``env`` replaces both the environment and ``.env`` (tests pass one).
+    """
+    if env is None:
+        sources: dict[str, Any] = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}
+        sources.update(os.environ)
+    else:
+        sources = dict(env)
     sources.update(overrides or {})
     settings: dict[str, Any] = {}
     for name, (default, convert) in SETTINGS.items():
@@ -51,6 +57,8 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
             raise ConfigError(f"{name}={raw!r} is not a valid {convert.__name__}") from exc
     for name, value in (overrides or {}).items():
         settings.setdefault(name, value)
+    if settings["REDIS_URL"] and not settings["REDIS_URL"].startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix:// (or be empty for the embedded Redis)")
     aes_key = settings["WECHAT_ENCODING_AES_KEY"]
     if aes_key and (len(aes_key) != 43 or not settings["WECHAT_APP_ID"]):
         raise ConfigError("WECHAT_ENCODING_AES_KEY must be 43 characters and needs WECHAT_APP_ID")
