@@ -19,7 +19,8 @@ SMALL_TALK = ("greeting", "thanks", "human", "help")
 
 def answer_entry(ctx: Context, entry_id: str, audience: str | None, outcome: str, match: Match | None = None) -> Outcome:
     """First page of an entry's answer; the rest waits in the session for 「更多」."""
-    pages = ctx.kb.pages(entry_id, audience)
+    answer = ctx.kb.render(entry_id, audience)
+    pages = ctx.kb.paginate(answer)
     session = {"audience": audience} if audience else {}
     if len(pages) > 1:
         session["pages"] = pages[1:]
@@ -27,7 +28,7 @@ def answer_entry(ctx: Context, entry_id: str, audience: str | None, outcome: str
         reply=pages[0],
         effects=Effects(outcome=outcome, topic=entry_id, session=session),
         match=match,
-        answer=ctx.kb.render(entry_id, audience),
+        answer=answer,
     )
 
 
@@ -46,7 +47,7 @@ def _follow_up(ctx: Context, text: str) -> Outcome | None:
     session = ctx.session
     audience = session.get("audience")
     word = compact(text)
-    if word in {compact(w) for w in ctx.kb.more_words}:
+    if word in ctx.kb.more_words:
         pages = session.get("pages") or []
         if not pages:
             return Outcome(reply=ctx.kb.text("no_more"), effects=Effects(outcome="more"))

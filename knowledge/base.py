@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from .paging import REPLY_LIMIT, paginate, utf8_len
 from .schema import Entry, EntryFile, Menu, MenuButton, Profile
+from .text import compact
 
 DATA_DIR = Path(__file__).resolve().parent
 CATALOGUE = DATA_DIR.parent.parent / "shared" / "topics.yaml"
@@ -82,7 +83,7 @@ class KnowledgeBase:
     texts: dict[str, str]
     menu: Menu
     sources: dict[str, str] = field(default_factory=dict)
-    more_words: frozenset[str] = frozenset()
+    more_words: frozenset[str] = frozenset()  # compacted (knowledge.text.compact), as messages are compared
 
     def audience_of(self, entry: Entry, audience: str | None) -> tuple[str, str, list]:
         """Pick the variant for ``audience`` if the entry has one, else the default answer."""
@@ -131,7 +132,11 @@ class KnowledgeBase:
         return text.strip()
 
     def pages(self, entry_id: str, audience: str | None = None) -> list[str]:
-        return paginate(self.render(entry_id, audience), self.texts["more_trailer"])
+        return self.paginate(self.render(entry_id, audience))
+
+    def paginate(self, answer: str) -> list[str]:
+        """A rendered answer as the pages a student receives, each with the 「更多」 trailer but the last."""
+        return paginate(answer, self.texts["more_trailer"])
 
     def text(self, key: str, **values: str) -> str:
         """One of the bot's own texts, with the profile (and any given values) filled in."""
@@ -304,7 +309,8 @@ def check(folder: Path = DATA_DIR, catalogue: Path | None = CATALOGUE) -> tuple[
     if any(p.file == "texts.yaml" for p in problems):
         return None, problems
     conversation = _read_yaml(folder / "conversation.yaml", problems) or {}
-    more_words = frozenset(str(w).lower() for w in conversation.get("more", [])) if isinstance(conversation, dict) else frozenset()
+    more_words = frozenset(compact(str(w)) for w in conversation.get("more", [])) if isinstance(conversation, dict) else frozenset()
+    more_words -= {""}
     if not more_words:
         problems.append(Problem("conversation.yaml", None, "needs a non-empty 'more' list"))
     kb = KnowledgeBase(entries=entries, profile=profile, texts=texts, menu=menu, sources=files, more_words=more_words)
