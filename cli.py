@@ -31,6 +31,8 @@ def validate() -> None:
             bot.knowledge(current_app.config)
         except KnowledgeError as exc:
             problems = exc.problems
+    for warning in kb.warnings if kb is not None else []:
+        click.echo(f"warning: {warning}", err=True)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems or kb is None:
@@ -75,7 +77,7 @@ def ask(as_json: bool, question: tuple[str, ...]) -> None:
     """Answer QUESTIONs (or each line of standard input) as the bot would answer a first message."""
     kb, matcher = bot.knowledge(current_app.config)
     for text in _questions(question):
-        report = _report(text, respond(handlers.Context(kb=kb, matcher=matcher), text))
+        report = _report(text, respond(handlers.Context(kb=kb, matcher=matcher, ask_audience=False), text))
         if as_json:
             click.echo(json.dumps(report, ensure_ascii=False))
         else:

@@ -30,7 +30,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SESSION_TTL": (1800, int),
     "RETRY_WAIT": (4.0, float),
     "MAX_BODY_BYTES": (64 * 1024, int),
+    "HUMAN_HANDOFF": ("contacts", str),
+    "WECHAT_API_BASE": ("https://api.weixin.qq.com/cgi-bin/", str),
 }
+HANDOFF_MODES = ("contacts", "kf")
 
 
 class ConfigError(RuntimeError):
@@ -62,6 +65,8 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
     aes_key = settings["WECHAT_ENCODING_AES_KEY"]
     if aes_key and (len(aes_key) != 43 or not settings["WECHAT_APP_ID"]):
         raise ConfigError("WECHAT_ENCODING_AES_KEY must be 43 characters and needs WECHAT_APP_ID")
+    if settings["HUMAN_HANDOFF"] not in HANDOFF_MODES:
+        raise ConfigError(f"HUMAN_HANDOFF must be one of {', '.join(HANDOFF_MODES)} (kf hands students to 多客服)")
     if not settings["SECRET_KEY"]:
         settings["SECRET_KEY"] = settings["WECHAT_TOKEN"]
     return settings

@@ -11,15 +11,23 @@ dedupe:<message key>   string  ``PENDING`` while the first delivery is being  ``
                                answered, then the exact HTTP reply body       ``DEDUPE_TTL`` (60 s)
 session:<openid>       string  JSON: what a follow-up message refers to       ``SESSION_TTL`` (idle,
                                (pages left of the last answer, the numbered   default 30 min)
-                               candidates of a clarify list, the audience)
-stats:<yyyymmdd>       hash    ``outcome:<outcome>`` and ``topic:<id>`` →     ``STATS_TTL`` (400 days)
+                               list last sent, the question waiting for the
+                               audience, the last answer for 「没用」, the
+                               count of fallbacks in a row, the 多客服 flag)
+audience:<openid>      string  the student's remembered audience (a key of     ``AUDIENCE_TTL`` (180 days)
+                               school.yaml ``audiences``)
+stats:<yyyymmdd>       hash    ``outcome:<outcome>``, ``topic:<id>`` and      ``STATS_TTL`` (400 days)
+                               ``feedback:<id>`` (「没用」 after that answer) →
                                message counts for that day
 unanswered:<yyyymmdd>  list    questions the bot could not answer, newest     ``UNANSWERED_TTL`` (90 days)
                                first, capped at ``UNANSWERED_CAP``
 =====================  ======  =============================================  ===========================
 
-A message key is ``MsgId`` for messages and ``<FromUserName>:<CreateTime>`` for
-events (which have no MsgId), as WeChat retries both up to three times.
+A message key is ``MsgId`` for messages and ``<FromUserName>:<CreateTime>:<Event>:<EventKey>``
+for events (which have no MsgId), as WeChat retries both up to three times.
+
+``STUDENT_KEYS`` names every per-student key kind (``<kind>:<openid>``): an
+unfollow deletes them all; the aggregate ``stats`` and ``unanswered`` stay.
 
 Redis is optional at run time: when it does not answer, every call returns a
 neutral default at once (no dedupe, empty session, nothing recorded), a
@@ -52,6 +60,8 @@ DEDUPE_TTL = 60
 STATS_TTL = 400 * 86400
 UNANSWERED_TTL = 90 * 86400
 UNANSWERED_CAP = 500
+AUDIENCE_TTL = 180 * 86400
+STUDENT_KEYS = ("session", "audience", "rate")
 RETRY_AFTER = 1.0
 POLL_INTERVAL = 0.05
 
@@ -84,6 +94,9 @@ class Effects:
     session: dict[str, Any] | None = None
     forget: bool = False
     unanswered: str | None = None
+    audience: str | None = None  # None = unchanged, "" = forget, else remember this audience
+    feedback: str | None = None  # entry id the student said did not help
+    unanswered_kind: str = "fallback"  # "fallback" | "clarify" | "feedback"
 
 
 @dataclass
@@ -159,11 +172,19 @@ class Store:
         return None
 
     def session(self, openid: str) -> dict[str, Any]:
-        raw = self._call("session", lambda: self.client.get(self.key("session", openid)), None)
+        """The student's session with ``"audience"`` merged in from its own long-lived key (one MGET)."""
+        keys = [self.key("session", openid), self.key("audience", openid)]
+        raw, audience = self._call("session", lambda: self.client.mget(keys), [None, None])
         try:
-            return json.loads(raw) if raw else {}
+            session = json.loads(raw) if raw else {}
         except ValueError:
-            return {}
+            session = {}
+        if not isinstance(session, dict):
+            session = {}
+        session.pop("audience", None)
+        if audience:
+            session["audience"] = audience.decode("utf-8", errors="replace")
+        return session
 
     def commit(self, message_key: str | None, body: bytes, openid: str, effects: Effects, today: dt.date | None = None) -> None:
         """Store the reply for retries and apply the message's effects in one transaction."""
@@ -174,17 +195,25 @@ class Store:
             if message_key is not None:
                 pipe.set(self.key("dedupe", message_key), body, ex=DEDUPE_TTL)
             session_key = self.key("session", openid)
+            session = {k: v for k, v in (effects.session or {}).items() if k != "audience"}
             if effects.forget:
-                pipe.delete(session_key)
+                pipe.delete(*(self.key(kind, openid) for kind in STUDENT_KEYS))
             elif effects.session is not None:
-                if effects.session:
-                    pipe.set(session_key, json.dumps(effects.session, ensure_ascii=False), ex=self.session_ttl)
+                if session:
+                    pipe.set(session_key, json.dumps(session, ensure_ascii=False), ex=self.session_ttl)
                 else:
                     pipe.delete(session_key)
+            if not effects.forget and effects.audience is not None:
+                if effects.audience:
+                    pipe.set(self.key("audience", openid), effects.audience, ex=AUDIENCE_TTL)
+                else:
+                    pipe.delete(self.key("audience", openid))
             stats_key = self.key("stats", day)
             pipe.hincrby(stats_key, f"outcome:{effects.outcome}", 1)
             if effects.topic:
                 pipe.hincrby(stats_key, f"topic:{effects.topic}", 1)
+            if effects.feedback:
+                pipe.hincrby(stats_key, f"feedback:{effects.feedback}", 1)
             pipe.expire(stats_key, STATS_TTL)
             if effects.unanswered:
                 unanswered_key = self.key("unanswered", day)

@@ -18,17 +18,30 @@ from state import Effects
 
 @dataclass(frozen=True)
 class Context:
+    """What a handler may read: the knowledge, the student's session (``audience`` merged in) and how to behave.
+
+    ``stateful`` is False while Redis is down: nothing said now will be remembered, so no list may expect a
+    number back. ``handoff`` is ``HUMAN_HANDOFF`` ("contacts" or "kf"). ``ask_audience`` is False for the
+    one-shot ``flask kb ask`` view, which shows the answer rather than the question about the audience.
+    """
+
     kb: KnowledgeBase
     matcher: Matcher
     session: dict[str, Any] = field(default_factory=dict)
+    stateful: bool = True
+    handoff: str = "contacts"
+    ask_audience: bool = True
 
 
 @dataclass
 class Outcome:
+    """The reply (None: answer "success", no message) and its effects; ``transfer`` hands the message to 多客服."""
+
     reply: str | None
     effects: Effects
     match: Match | None = None
     answer: str = ""
+    transfer: bool = False
 
 
 Handler = Callable[[Any, Context], Outcome]

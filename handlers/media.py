@@ -10,7 +10,9 @@ from . import Context, Outcome, handles
 
 @handles("image", "video", "shortvideo", "location", "link", "file", "miniprogrampage")
 def on_media(message: Any, ctx: Context) -> Outcome:
-    """Say what the bot can do instead of staying silent."""
+    """Say what the bot can do instead of staying silent (or pass it on while 多客服 has the student)."""
+    if ctx.session.get("human") and ctx.handoff == "kf":
+        return Outcome(reply=None, effects=Effects(outcome="human", session=dict(ctx.session)), transfer=True)
     return Outcome(reply=ctx.kb.text("media"), effects=Effects(outcome="media"))
 
 

@@ -17,9 +17,9 @@ from typing import Any, Iterable
 import yaml
 from pydantic import ValidationError
 
+from .conversation import Conversation
 from .paging import REPLY_LIMIT, paginate, utf8_len
 from .schema import Entry, EntryFile, Menu, MenuButton, Profile
-from .text import compact
 
 DATA_DIR = Path(__file__).resolve().parent
 CATALOGUE = DATA_DIR.parent.parent / "shared" / "topics.yaml"
@@ -27,8 +27,30 @@ CATALOGUE = DATA_DIR.parent.parent / "shared" / "topics.yaml"
 # Texts the code asks for by name; each may use the placeholders listed with it.
 REQUIRED_TEXTS: dict[str, set[str]] = {
     "welcome": set(),
+    "welcome_outro": set(),
     "help": set(),
-    "fallback": set(),
+    "help_outro": set(),
+    "group_intro": {"title"},
+    "group_outro": set(),
+    "list_outro_stateless": set(),
+    "number_without_list": set(),
+    "choice_out_of_range": {"count"},
+    "fallback": {"recorded", "office_line"},
+    "fallback_recorded": set(),
+    "fallback_office": {"label"},
+    "fallback_office_unknown": set(),
+    "fallback_again": set(),
+    "human_audience": {"label"},
+    "human_ended": set(),
+    "audience_question": set(),
+    "audience_question_reset": set(),
+    "audience_set": {"label"},
+    "audience_hint_stateless": set(),
+    "other_audience": {"label", "written_for"},
+    "feedback": set(),
+    "feedback_outro": set(),
+    "feedback_nothing": set(),
+    "page_mark": {"n", "total"},
     "greeting": set(),
     "thanks": set(),
     "human": set(),
@@ -84,6 +106,8 @@ class KnowledgeBase:
     menu: Menu
     sources: dict[str, str] = field(default_factory=dict)
     more_words: frozenset[str] = frozenset()  # compacted (knowledge.text.compact), as messages are compared
+    conversation: Conversation = field(default_factory=Conversation)
+    warnings: list[Problem] = field(default_factory=list)  # things `kb validate` reports that do not stop the bot
 
     def audience_of(self, entry: Entry, audience: str | None) -> tuple[str, str, list]:
         """Pick the variant for ``audience`` if the entry has one, else the default answer."""
@@ -93,9 +117,33 @@ class KnowledgeBase:
         default = entry.audience[0] if entry.audience[0] in self.profile.audiences else self.profile.default_audience
         return default, entry.answer, entry.links
 
+    def fits(self, entry_id: str, audience: str) -> bool:
+        """Whether the entry's answer (or one of its variants) is written for this audience."""
+        entry = self.entries[entry_id]
+        return "all" in entry.audience or audience in entry.audience or any(v.audience == audience for v in entry.variants)
+
+    def depends_on_audience(self, entry_id: str) -> bool:
+        """Whether the answer differs by audience, so a student whose audience is unknown is asked first."""
+        entry = self.entries[entry_id]
+        return bool(entry.variants) or "all" not in entry.audience
+
+    def label(self, audience: str) -> str:
+        return self.profile.audiences[audience].label
+
+    def answer(self, entry_id: str, audience: str | None = None) -> str:
+        """The answer as a student of ``audience`` gets it: when it is written for other students, it says so first
+        and gives the student's own office, so no procedure is passed off as applying to everyone."""
+        text = self.render(entry_id, audience)
+        if audience is None or audience not in self.profile.audiences or self.fits(entry_id, audience):
+            return text
+        entry = self.entries[entry_id]
+        written_for = "、".join(self.label(a) for a in entry.audience if a in self.profile.audiences)
+        note = self.text("other_audience", audience, written_for=written_for)
+        return f"{note}\n\n{text}"
+
     def contact(self, audience: str) -> str:
         """An office's name followed by whichever of address, phone and hours the profile gives."""
-        office = self.profile.audiences[audience].office
+        office = self.profile.office_of(audience)
         lines = [office.name]
         if office.address:
             lines.append(self.texts["contact_address"].format(address=office.address))
@@ -107,8 +155,9 @@ class KnowledgeBase:
 
     def values(self, audience: str, links: Iterable[Any] = ()) -> dict[str, str]:
         """The placeholder values for one audience, as filled into answers."""
-        office = self.profile.audiences[audience].office
+        office = self.profile.office_of(audience)
         return {
+            "label": self.profile.audiences[audience].label,
             "school": self.profile.school,
             "office": office.name,
             "office_address": office.address,
@@ -135,15 +184,23 @@ class KnowledgeBase:
         return self.paginate(self.render(entry_id, audience))
 
     def paginate(self, answer: str) -> list[str]:
-        """A rendered answer as the pages a student receives, each with the 「更多」 trailer but the last."""
-        return paginate(answer, self.texts["more_trailer"])
+        """A rendered answer as the pages a student receives, each with the 「更多」 trailer but the last,
+        numbered 「（1/3）」 when there is more than one."""
+        mark = self.texts.get("page_mark", "")
+        room = utf8_len("\n" + mark.format(n=999, total=999)) if mark else 0
+        pages = paginate(answer, self.texts["more_trailer"], REPLY_LIMIT - room)
+        if len(pages) < 2 or not mark:
+            return pages
+        return [f"{page}\n{mark.format(n=i, total=len(pages))}" for i, page in enumerate(pages, 1)]
 
-    def text(self, key: str, **values: str) -> str:
-        """One of the bot's own texts, with the profile (and any given values) filled in."""
-        merged = {**self.values(self.profile.default_audience), **values}
+    def text(self, key: str, audience: str | None = None, **values: str) -> str:
+        """One of the bot's own texts, with the profile for ``audience`` (and any given values) filled in."""
+        chosen = audience if audience in self.profile.audiences else self.profile.default_audience
+        merged = {**self.values(chosen), **values}
         return self.texts[key].format_map(merged).strip()
 
     def menu_action(self, key: str) -> MenuButton | None:
+        """The click button with this key (a tap names it in EventKey), or None."""
         for button in self.menu.button:
             for candidate in [button, *button.sub_button]:
                 if candidate.key == key:
@@ -204,23 +261,56 @@ def _catalogue_ids(catalogue: Path | None) -> list[str]:
     return [t["id"] for t in data.get("topics", [])]
 
 
-def _check_menu(menu: Menu, entries: dict[str, Entry], broken: set[str], texts: dict[str, str], problems: list[Problem]) -> None:
+MENU_TOP, MENU_SUB, MENU_TOP_BYTES, MENU_SUB_BYTES, MENU_KEY_BYTES = 3, 5, 16, 60, 128
+
+
+def _check_menu(menu: Menu, entries: dict[str, Entry], broken: set[str], texts: dict[str, str], groups: set[str],
+                problems: list[Problem]) -> None:
+    """WeChat's limits for a custom menu, and every click key resolvable to an entry, a group or a text."""
+    def problem(message: str) -> None:
+        problems.append(Problem("menu.yaml", None, message))
+
+    if len(menu.button) > MENU_TOP:
+        problem(f"{len(menu.button)} top-level buttons, WeChat allows at most {MENU_TOP}")
     keys: set[str] = set()
     for top in menu.button:
-        if utf8_len(top.name) > 16:
-            problems.append(Problem("menu.yaml", None, f"top-level button name {top.name!r} is over 16 bytes"))
+        if utf8_len(top.name) > MENU_TOP_BYTES:
+            problem(f"top-level button name {top.name!r} is {utf8_len(top.name)} bytes, over {MENU_TOP_BYTES}")
+        if len(top.sub_button) > MENU_SUB:
+            problem(f"button {top.name!r} has {len(top.sub_button)} sub-buttons, WeChat allows at most {MENU_SUB}")
         for button in top.sub_button:
-            if utf8_len(button.name) > 60:
-                problems.append(Problem("menu.yaml", None, f"button name {button.name!r} is over 60 bytes"))
+            if utf8_len(button.name) > MENU_SUB_BYTES:
+                problem(f"button name {button.name!r} is {utf8_len(button.name)} bytes, over {MENU_SUB_BYTES}")
         for button in [top, *top.sub_button]:
             if button.key:
+                if utf8_len(button.key) > MENU_KEY_BYTES:
+                    problem(f"menu key {button.key[:20]!r}… is {utf8_len(button.key)} bytes, over {MENU_KEY_BYTES}")
                 if button.key in keys:
-                    problems.append(Problem("menu.yaml", None, f"menu key {button.key!r} used twice"))
+                    problem(f"menu key {button.key!r} used twice")
                 keys.add(button.key)
             if button.entry and button.entry not in entries and button.entry not in broken:
-                problems.append(Problem("menu.yaml", None, f"menu key {button.key!r} points at unknown entry {button.entry!r}"))
+                problem(f"menu key {button.key!r} points at unknown entry {button.entry!r}")
+            if button.group and button.group not in groups:
+                problem(f"menu key {button.key!r} points at unknown group {button.group!r}")
             if button.text and button.text not in texts:
-                problems.append(Problem("menu.yaml", None, f"menu key {button.key!r} points at unknown text {button.text!r}"))
+                problem(f"menu key {button.key!r} points at unknown text {button.text!r}")
+
+
+def _check_conversation(conversation: Conversation, entries: dict[str, Entry], broken: set[str], problems: list[Problem]) -> None:
+    for entry_id in conversation.welcome_topics:
+        if entry_id not in entries and entry_id not in broken:
+            problems.append(Problem("conversation.yaml", None, f"welcome topic {entry_id!r} is not an entry"))
+    for group in conversation.groups.values():
+        for entry_id in group.entries:
+            if entry_id not in entries and entry_id not in broken:
+                problems.append(Problem("conversation.yaml", None, f"group {group.key!r} names unknown entry {entry_id!r}"))
+
+
+def _profile_warnings(profile: Profile) -> list[Problem]:
+    """An audience without an office is answered with the general office: allowed, but staff should know."""
+    general = profile.office_of(profile.default_audience).name
+    return [Problem("school.yaml", key, f"audience {key!r} has no office: its students get the general office ({general})")
+            for key, audience in profile.audiences.items() if audience.office is None]
 
 
 def _check_rendering(kb: KnowledgeBase, files: dict[str, str], problems: list[Problem]) -> None:
@@ -308,13 +398,13 @@ def check(folder: Path = DATA_DIR, catalogue: Path | None = CATALOGUE) -> tuple[
     _check_texts(texts, profile_keys, problems)
     if any(p.file == "texts.yaml" for p in problems):
         return None, problems
-    conversation = _read_yaml(folder / "conversation.yaml", problems) or {}
-    more_words = frozenset(compact(str(w)) for w in conversation.get("more", [])) if isinstance(conversation, dict) else frozenset()
-    more_words -= {""}
-    if not more_words:
-        problems.append(Problem("conversation.yaml", None, "needs a non-empty 'more' list"))
-    kb = KnowledgeBase(entries=entries, profile=profile, texts=texts, menu=menu, sources=files, more_words=more_words)
-    _check_menu(menu, entries, broken, texts, problems)
+    conversation_raw = _read_yaml(folder / "conversation.yaml", problems) or {}
+    conversation, conversation_problems = Conversation.from_yaml(conversation_raw)
+    problems.extend(Problem("conversation.yaml", None, p) for p in conversation_problems)
+    kb = KnowledgeBase(entries=entries, profile=profile, texts=texts, menu=menu, sources=files,
+                       more_words=conversation.more, conversation=conversation, warnings=_profile_warnings(profile))
+    _check_conversation(conversation, entries, broken, problems)
+    _check_menu(menu, entries, broken, texts, set(conversation.groups), problems)
     _check_rendering(kb, files, problems)
     return kb, problems
 

@@ -13,6 +13,7 @@ import logging
 import time
 
 from flask import Blueprint, Response, request
+from wechatpy.replies import TransferCustomerServiceReply
 
 import bot
 import handlers
@@ -51,7 +52,8 @@ def _user_hash(openid: str, secret: str) -> str:
 
 def _decide(inbound: Inbound, session: dict) -> handlers.Outcome:
     current = bot.current()
-    ctx = handlers.Context(kb=current.kb, matcher=current.matcher, session=session)
+    ctx = handlers.Context(kb=current.kb, matcher=current.matcher, session=session, stateful=current.store.available,
+                           handoff=current.config["HUMAN_HANDOFF"])
     try:
         return handlers.dispatch(inbound.msg_type, inbound.event, inbound.message, ctx)
     except Exception:
@@ -60,9 +62,12 @@ def _decide(inbound: Inbound, session: dict) -> handlers.Outcome:
 
 
 def _render(inbound: Inbound, outcome: handlers.Outcome) -> bytes:
-    if outcome.reply is None:
+    if outcome.transfer:
+        xml = TransferCustomerServiceReply(message=inbound.message).render()
+    elif outcome.reply is None:
         return SUCCESS
-    xml = text_reply(inbound.message, outcome.reply)
+    else:
+        xml = text_reply(inbound.message, outcome.reply)
     if inbound.encrypted:
         xml = seal(xml, bot.current().crypto, request.args["nonce"], request.args["timestamp"])
     return xml.encode("utf-8")

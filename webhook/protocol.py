@@ -48,10 +48,14 @@ class Inbound:
 
     @property
     def key(self) -> str:
-        """The dedupe key: MsgId for messages, sender + CreateTime for events."""
+        """The dedupe key: MsgId for messages; sender + CreateTime + Event + EventKey for events.
+
+        A retry repeats all four, while two different taps in the same second differ in Event or EventKey.
+        """
         if self.message.id:
             return f"msg:{self.message.id}"
-        return f"event:{self.message.source}:{self.message.time}"
+        event_key = getattr(self.message, "key", None) or self.message._data.get("EventKey") or ""
+        return f"event:{self.message.source}:{self.message.time}:{self.event or ''}:{event_key}"
 
 
 def verify_signature(token: str, args: Mapping[str, str]) -> None:
