@@ -155,7 +155,7 @@ def answer_entry(ctx: Context, entry_id: str, audience: str | None, outcome: str
             result.match = match
             return result
     answer = kb.answer(entry_id, audience)
-    if audience is None and kb.depends_on_audience(entry_id):
+    if audience is None and kb.depends_on_audience(entry_id) and not ctx.stateful:
         answer = f"{answer}\n\n{kb.text('audience_hint_stateless')}"
     pages = kb.paginate(answer)
     session: dict[str, Any] = {"last": {"entry": entry_id, "q": (question or kb.entries[entry_id].question)[:UNANSWERED_CHARS]}}

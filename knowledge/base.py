@@ -275,16 +275,16 @@ def _check_menu(menu: Menu, entries: dict[str, Entry], broken: set[str], texts: 
     keys: set[str] = set()
     for top in menu.button:
         if utf8_len(top.name) > MENU_TOP_BYTES:
-            problem(f"top-level button name {top.name!r} is {utf8_len(top.name)} bytes, over {MENU_TOP_BYTES}")
+            problem(f"top-level button name {top.name!r} is {utf8_len(top.name)} bytes, over {MENU_TOP_BYTES} bytes")
         if len(top.sub_button) > MENU_SUB:
             problem(f"button {top.name!r} has {len(top.sub_button)} sub-buttons, WeChat allows at most {MENU_SUB}")
         for button in top.sub_button:
             if utf8_len(button.name) > MENU_SUB_BYTES:
-                problem(f"button name {button.name!r} is {utf8_len(button.name)} bytes, over {MENU_SUB_BYTES}")
+                problem(f"button name {button.name!r} is {utf8_len(button.name)} bytes, over {MENU_SUB_BYTES} bytes")
         for button in [top, *top.sub_button]:
             if button.key:
                 if utf8_len(button.key) > MENU_KEY_BYTES:
-                    problem(f"menu key {button.key[:20]!r}… is {utf8_len(button.key)} bytes, over {MENU_KEY_BYTES}")
+                    problem(f"menu key {button.key[:20]!r}… is {utf8_len(button.key)} bytes, over {MENU_KEY_BYTES} bytes")
                 if button.key in keys:
                     problem(f"menu key {button.key!r} used twice")
                 keys.add(button.key)

@@ -37,18 +37,21 @@ def _clarifying_question(kb: KnowledgeBase, matcher: Matcher) -> str:
 def test_a_number_picks_from_the_clarify_list(kb: KnowledgeBase, matcher: Matcher) -> None:
     question = _clarifying_question(kb, matcher)
     asked = respond(ctx(kb, matcher), question)
-    candidates = asked.effects.session["candidates"]
-    assert asked.effects.outcome == "clarify" and 2 <= len(candidates) <= 4
+    listed = asked.effects.session["list"]
+    candidates = listed["items"]
+    assert asked.effects.outcome == "clarify" and listed["kind"] == "clarify" and 2 <= len(candidates) <= 4
     for n, candidate in enumerate(candidates, 1):
         assert kb.entries[candidate].question in asked.reply
         typed = str(n) if n % 2 else chr(ord("０") + n)  # full-width digits from a Chinese keyboard
-        picked = respond(ctx(kb, matcher, candidates=candidates), typed)
-        assert picked.effects.topic == candidate and picked.reply == kb.pages(candidate)[0]
+        picked = respond(ctx(kb, matcher, list=listed, audience="undergrad"), typed)
+        assert picked.effects.topic == candidate and picked.reply == kb.paginate(kb.answer(candidate, "undergrad"))[0]
 
 
 def test_a_number_outside_the_list_is_not_an_answer(kb: KnowledgeBase, matcher: Matcher) -> None:
-    outcome = respond(ctx(kb, matcher, candidates=["diploma-lost", "xueli-query"]), "7")
-    assert outcome.effects.topic is None
+    listed = {"kind": "clarify", "items": ["diploma-lost", "xueli-query"], "q": "证书"}
+    outcome = respond(ctx(kb, matcher, list=listed), "7")
+    assert outcome.effects.topic is None and "1 到 2" in outcome.reply
+    assert outcome.effects.session["list"] == listed
 
 
 def test_more_serves_the_remaining_pages_then_says_so(kb: KnowledgeBase, matcher: Matcher) -> None:
@@ -64,13 +67,14 @@ def test_audience_named_earlier_picks_the_variant_later(kb: KnowledgeBase, match
     entry = next(e for e in kb.entries.values() if any(v.audience == "graduate" for v in e.variants))
     plain = respond(ctx(kb, matcher), entry.question)
     remembered = respond(ctx(kb, matcher, audience="graduate"), entry.question)
-    assert plain.effects.topic == remembered.effects.topic == entry.id
+    assert plain.effects.outcome == "audience" and plain.effects.session["pending"]["entry"] == entry.id
+    assert remembered.effects.topic == entry.id
     assert remembered.reply == kb.pages(entry.id, "graduate")[0] != plain.reply
 
 
 def test_fallback_records_the_question_for_staff(kb: KnowledgeBase, matcher: Matcher) -> None:
     outcome = respond(ctx(kb, matcher), "食堂今天中午有什么菜")
-    assert outcome.effects.outcome == "fallback" and outcome.reply == kb.text("fallback")
+    assert outcome.effects.outcome == "fallback" and kb.text("fallback_recorded").strip("，") in outcome.reply
     assert outcome.effects.unanswered == "食堂今天中午有什么菜"
 
 

@@ -122,10 +122,14 @@ def test_message_missing_a_required_field_is_400(missing: str) -> None:
     assert refused.value.status == 400 and missing in refused.value.reason
 
 
-def test_event_key_is_sender_and_create_time() -> None:
+def test_event_key_is_sender_create_time_event_and_event_key() -> None:
     body = message_xml({"ToUserName": "gh", "FromUserName": "o-a", "CreateTime": 1700000000, "MsgType": "event", "Event": "subscribe"})
     inbound = parse(body.encode(), {}, None)
-    assert inbound.event == "subscribe" and inbound.key == "event:o-a:1700000000"
+    assert inbound.event == "subscribe" and inbound.key == "event:o-a:1700000000:subscribe:"
+    taps = [message_xml({"ToUserName": "gh", "FromUserName": "o-a", "CreateTime": 1700000000, "MsgType": "event",
+                         "Event": "CLICK", "EventKey": key}) for key in ("MENU_A", "MENU_B", "MENU_A")]
+    keys = [parse(tap.encode(), {}, None).key for tap in taps]
+    assert keys[0] == keys[2] != keys[1]
 
 
 def test_unknown_message_type_still_parses() -> None:

@@ -48,7 +48,7 @@ def test_embedded_redis_stopped_mid_run_degrades_then_recovers(tmp_path: Path, k
     app = start_app(tmp_path)
     try:
         server = app.wechat()
-        ask(server, kb, "xueli-query")
+        ask(server, kb, "xueli-certification")
         assert app.health()["redis"] == "up"
         embedded = redis.Redis(unix_socket_path=str(tmp_path / "instance" / "redis.sock"))
         old_pid = embedded.info()["process_id"]
@@ -56,7 +56,7 @@ def test_embedded_redis_stopped_mid_run_degrades_then_recovers(tmp_path: Path, k
             embedded.shutdown(nosave=True)
         except redis.ConnectionError:
             pass
-        for entry_id in ("diploma-lost", "xueji-not-found", "military-enlistment"):
+        for entry_id in ("account-forgot-password", "chsi-what", "sms-code-not-received"):
             ask(server, kb, entry_id)
         assert eventually(lambda: app.health()["redis"] == "up"), "the app should restart its embedded Redis"
         assert embedded.info()["process_id"] != old_pid
@@ -74,15 +74,15 @@ def test_external_redis_going_away_and_coming_back(tmp_path: Path, kb: Knowledge
     app = start_app(tmp_path, REDIS_URL=redis_server.url)
     try:
         server = app.wechat()
-        ask(server, kb, "xueli-query")
+        ask(server, kb, "xueli-certification")
         redis_server.stop()
-        for entry_id in ("diploma-lost", "account-phone-taken"):
+        for entry_id in ("account-forgot-password", "account-phone-taken"):
             ask(server, kb, entry_id)
         assert eventually(lambda: app.health() == {"status": "ok", "redis": "down", "mode": "stateless"})
         redis_server.start()
         assert eventually(lambda: app.health()["mode"] == "stateful")
-        ask(server, kb, "xueji-mismatch")
-        assert app.store().stats(dt.date.today()).get("topic:xueji-mismatch") == 1
+        ask(server, kb, "account-id-taken")
+        assert app.store().stats(dt.date.today()).get("topic:account-id-taken") == 1
     finally:
         app.stop()
         redis_server.stop()
@@ -95,7 +95,7 @@ def test_a_hung_redis_does_not_hold_replies_past_the_deadline(tmp_path: Path, kb
     app = start_app(tmp_path, REDIS_URL=f"redis://127.0.0.1:{listener.getsockname()[1]}")
     try:
         server = app.wechat()
-        for entry_id in ("xueli-query", "diploma-lost", "chsi-contact"):
+        for entry_id in ("xueli-certification", "account-forgot-password", "chsi-contact"):
             ask(server, kb, entry_id)
         assert app.health()["mode"] == "stateless"
     finally:

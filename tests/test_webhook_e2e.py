@@ -98,22 +98,22 @@ def test_handshake_missing_a_parameter_is_400(live_app: LiveApp, drop: str) -> N
 
 @pytest.mark.parametrize("mode", MODES)
 def test_text_question_is_answered_in_every_mode(live_app: LiveApp, kb: KnowledgeBase, mode: str) -> None:
-    question = kb.entries["xueji-not-found"].question
+    question = kb.entries["account-forgot-password"].question
     student = openid()
     reply = live_app.wechat().send(text_message(question, openid=student), mode=mode)
     assert reply.status == 200
     assert reply.fields["MsgType"] == "text"
     assert reply.fields["ToUserName"] == student and reply.fields["FromUserName"] == "gh_account"
-    assert reply.content == kb.pages("xueji-not-found")[0]
+    assert reply.content == kb.pages("account-forgot-password")[0]
     if mode == "safe":
         assert b"<Encrypt>" in reply.body and question.encode() not in reply.body
 
 
 def test_voice_uses_its_recognition_text(live_app: LiveApp, kb: KnowledgeBase) -> None:
-    question = kb.entries["diploma-lost"].question
+    question = kb.entries["account-phone-taken"].question
     typed = live_app.wechat().send(text_message(question, openid=openid()))
     spoken = live_app.wechat().send(media_message("voice", MediaId="m1", Format="amr", Recognition=question))
-    assert spoken.content == typed.content == kb.pages("diploma-lost")[0]
+    assert spoken.content == typed.content == kb.pages("account-phone-taken")[0]
 
 
 def test_voice_without_recognition_asks_to_type(live_app: LiveApp, kb: KnowledgeBase) -> None:
@@ -145,7 +145,9 @@ def test_unknown_message_type_is_acknowledged(live_app: LiveApp) -> None:
 @pytest.mark.parametrize("extra", [{}, {"EventKey": "qrscene_123", "Ticket": "t"}])
 def test_subscribe_gets_the_welcome(live_app: LiveApp, kb: KnowledgeBase, extra: dict) -> None:
     reply = live_app.wechat().send(event_message("subscribe", openid=openid(), **extra), mode="safe")
-    assert reply.content == kb.text("welcome")
+    assert reply.content.startswith(kb.text("welcome")) and "回复「人工」联系老师" in reply.content
+    for n, entry_id in enumerate(kb.conversation.welcome_topics, 1):
+        assert f"{n}. {kb.entries[entry_id].question}" in reply.content
 
 
 def test_click_answers_the_menu_entry(live_app: LiveApp, kb: KnowledgeBase) -> None:
@@ -154,8 +156,14 @@ def test_click_answers_the_menu_entry(live_app: LiveApp, kb: KnowledgeBase) -> N
             if not button.key:
                 continue
             reply = live_app.wechat().send(event_message("CLICK", openid=openid(), EventKey=button.key))
-            expected = kb.pages(button.entry)[0] if button.entry else kb.text(button.text)
-            assert reply.content == expected, button.key
+            if button.entry and kb.depends_on_audience(button.entry):
+                assert reply.content.startswith(kb.text("audience_question")), button.key
+            elif button.entry:
+                assert reply.content == kb.pages(button.entry)[0], button.key
+            else:
+                group = kb.conversation.groups.get(button.group or "")
+                titles = [kb.entries[e].question for e in group.entries] if group else [g.title for g in kb.conversation.groups.values()]
+                assert all(f"{n}. {title}" in reply.content for n, title in enumerate(titles, 1)), button.key
 
 
 def test_unknown_click_key_gets_a_helpful_text(live_app: LiveApp, kb: KnowledgeBase) -> None:
@@ -217,18 +225,18 @@ def test_students_do_not_share_a_conversation(paged_app: LiveApp, paged_kb: Know
 
 @pytest.mark.parametrize("mode", ["plain", "safe"])
 def test_a_retry_gets_the_same_bytes_and_counts_once(live_app: LiveApp, kb: KnowledgeBase, mode: str) -> None:
-    message = text_message(kb.entries["xueli-query"].question, openid=openid())
-    before = topic_count(live_app, "xueli-query")
+    message = text_message(kb.entries["xueli-certification"].question, openid=openid())
+    before = topic_count(live_app, "xueli-certification")
     first = live_app.wechat().send(message, mode=mode)
     retry = live_app.wechat().send(message, mode=mode)
     assert first.status == retry.status == 200
     assert retry.body == first.body
-    assert topic_count(live_app, "xueli-query") == before + 1
+    assert topic_count(live_app, "xueli-certification") == before + 1
 
 
 def test_concurrent_retries_share_one_answer(live_app: LiveApp, kb: KnowledgeBase) -> None:
-    message = text_message(kb.entries["diploma-conditions"].question, openid=openid())
-    before = topic_count(live_app, "diploma-conditions")
+    message = text_message(kb.entries["chsi-what"].question, openid=openid())
+    before = topic_count(live_app, "chsi-what")
     barrier = threading.Barrier(3)
     bodies: list[bytes] = []
 
@@ -243,7 +251,7 @@ def test_concurrent_retries_share_one_answer(live_app: LiveApp, kb: KnowledgeBas
     for thread in threads:
         thread.join()
     assert len(bodies) == 3 and len(set(bodies)) == 1 and bodies[0].startswith(b"<xml>")
-    assert topic_count(live_app, "diploma-conditions") == before + 1
+    assert topic_count(live_app, "chsi-what") == before + 1
 
 
 def test_a_retried_click_counts_once(live_app: LiveApp) -> None:
