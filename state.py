@@ -186,6 +186,10 @@ class Store:
             session["audience"] = audience.decode("utf-8", errors="replace")
         return session
 
+    def forget(self, openid: str) -> None:
+        """Delete every per-student key (``STUDENT_KEYS``): what an unfollow or ``/reset`` in ``flask chat`` asks."""
+        self._call("forget", lambda: self.client.delete(*(self.key(kind, openid) for kind in STUDENT_KEYS)), None)
+
     def commit(self, message_key: str | None, body: bytes, openid: str, effects: Effects, today: dt.date | None = None) -> None:
         """Store the reply for retries and apply the message's effects in one transaction."""
         day = (today or dt.date.today()).strftime("%Y%m%d")
