@@ -118,6 +118,8 @@ def show(as_json: bool) -> None:
     """Print the menu the official account has now."""
     client = _client()
     result = _call("menu show", client.menu.get)
+    if result is None:  # wechatpy turns errcode 46003 into None
+        raise SystemExit(f"menu show: WeChat answered errcode 46003 (menu no exist): {HINTS[46003]}")
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
