@@ -7,8 +7,12 @@ profile, so the table cannot drift into invented facts.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -220,3 +224,123 @@ def test_renamed_offices_reach_the_answers(tmp_path):
     assert "研究生院培养办" in kb.render("xueji-mismatch", "graduate")
     contact = kb.render("school-contact")
     assert "教务处学籍科" in contact and "研究生院培养办" in contact and "示例路1号" in contact
+
+
+# --- the faithfulness audit: answers routed to the students they were written for ----------
+
+OUC_ONLY = ["国开总部", "总部盖章", "省校章", "所属分部", "国开学籍科"]  # 004's procedures
+UNIVERSITY_ONLY = ["县级征兵办", "高校武装部", "生源地省级招生部门"]  # 000's 普通高校 procedures
+
+
+def test_no_answer_passes_another_audiences_procedure_off_as_the_students_own(kb):
+    for entry in kb.entries.values():
+        for audience in kb.profile.audiences:
+            text = kb.answer(entry.id, audience)
+            own = kb.contact(audience)
+            if kb.fits(entry.id, audience):
+                continue
+            note = text.split("\n\n")[0]
+            assert note.startswith("说明") and own in note and kb.label(audience) in note, f"{entry.id} [{audience}]"
+            written_for = [kb.label(a) for a in entry.audience if a in kb.profile.audiences]
+            assert all(label in note for label in written_for), f"{entry.id} [{audience}]"
+
+
+def test_ouc_procedures_reach_other_students_only_labelled(kb):
+    for entry in kb.entries.values():
+        for audience in ("undergrad", "graduate"):
+            text = kb.answer(entry.id, audience)
+            if any(word in text for word in OUC_ONLY):
+                assert not kb.fits(entry.id, audience) and text.startswith("说明"), f"{entry.id} [{audience}]"
+
+
+def test_university_procedures_reach_ouc_students_only_labelled(kb):
+    for entry in kb.entries.values():
+        text = kb.answer(entry.id, "ouc")
+        if any(word in text for word in UNIVERSITY_ONLY):
+            assert not kb.fits(entry.id, "ouc") and text.startswith("说明"), entry.id
+            assert kb.contact("ouc") in text.split("\n\n")[0], entry.id
+
+
+def test_the_gaokao_data_source_is_told_to_undergraduates_only(kb):
+    """002: the 学籍 data is the 高考 registration; 001 问题11: a 研究生's comes from the 研究生招生考试 registration."""
+    for entry in kb.entries.values():
+        for audience in [None, *kb.profile.audiences]:
+            for sentence in re.split(r"[。\n]", kb.answer(entry.id, audience)):
+                if "高考时的报名信息" in sentence:
+                    assert "本专科生" in sentence, f"{entry.id} [{audience}]: {sentence}"
+
+
+def test_ouc_office_is_named_as_the_seed_names_it(kb):
+    seed = norm((SEEDS_DIR / next(p.name for p in SEEDS_DIR.glob("004_*.txt"))).read_text(encoding="utf-8"))
+    office = kb.profile.office_of("ouc").name
+    assert "省级开放大学" not in office and "分部" in office and "分部" in seed
+    for entry in kb.entries.values():
+        for audience in [None, *kb.profile.audiences]:
+            assert "省级开放大学" not in kb.answer(entry.id, audience), entry.id
+
+
+def test_kaoyan_account_can_be_used_without_registering_again(kb):
+    text = kb.render("kaoyan-chsi-account")
+    assert not text.startswith("要用") and "可以用" in text and "无需再次注册" in text
+
+
+def test_nonstandard_id_steps_keep_004s_two_conditions_apart(kb):
+    """004 二 (只查学历): 非15位或18位身份证号; 004 三 (带二维码的备案表): 非18位身份证号."""
+    lines = kb.render("xueli-nonstandard-id").splitlines()
+    query = next(line for line in lines if "只查学历" in line)
+    record = next(line for line in lines if "二维码" in line)
+    assert "15位或18位" in query
+    assert "18位" in record and "15位" not in record
+
+
+def test_graduate_diploma_conditions_summary_keeps_article_46(kb):
+    summary = kb.render("diploma-conditions", "graduate").split("\n")[0]
+    assert all(word in summary for word in ["超过学制", "最长学习年限", "答辩未通过", "结业证书", "不再颁发毕业证书"])
+
+
+def test_ouc_xueli_query_says_from_when_it_can_be_looked_up(kb):
+    assert "发证日期" in kb.render("xueli-query", "ouc") and "落款日期" in kb.render("xueli-query", "ouc")
+
+
+def test_bot_texts_promise_nothing_and_name_every_audience(kb):
+    for key in kb.texts:
+        assert "完善回答" not in kb.texts[key], key
+    human = kb.text("human")
+    assert all(kb.contact(audience) in human for audience in kb.profile.audiences)
+    assert kb.profile.office_of("ouc").name in human
+
+
+def test_stop_gap_audience_line_is_gone(kb):
+    for entry in kb.entries.values():
+        for template in [entry.answer, *(v.answer for v in entry.variants)]:
+            assert "在问题里带上" not in template, entry.id
+
+
+def test_every_answer_sending_students_to_chsi_carries_the_seed_link(kb):
+    links = {kb.profile.chsi["site"], kb.profile.chsi["help"]}
+    corpus = norm("\n".join(p.read_text(encoding="utf-8") for p in SEEDS_DIR.glob("*.txt")))
+    assert all(norm(link) in corpus for link in links)
+    for entry in kb.entries.values():
+        for audience in [None, *kb.profile.audiences]:
+            text = kb.answer(entry.id, audience)
+            if "学信网" in text:
+                assert any(link in text for link in links), f"{entry.id} [{audience}]"
+            if "帮助中心" in text:
+                assert kb.profile.chsi["help"] in text, f"{entry.id} [{audience}]"
+
+
+def test_an_audience_without_an_office_gets_the_general_one_and_validate_warns(tmp_path):
+    folder = _copy_knowledge(tmp_path)
+    _edit_profile(folder, lambda profile: profile["audiences"]["ouc"].pop("office"))
+    kb, problems = check(folder, CATALOGUE)
+    assert kb is not None and not problems, problems
+    assert any("ouc" in str(w) for w in kb.warnings)
+    general = kb.contact(kb.profile.default_audience)
+    assert kb.contact("ouc") == general and general.strip()
+    assert general in kb.text("human_audience", "ouc") and general in kb.text("human")
+    for entry in kb.entries.values():
+        assert kb.answer(entry.id, "ouc").strip()
+    flask = str(Path(sys.executable).parent / "flask")
+    result = subprocess.run([flask, "kb", "validate"], cwd=DATA_DIR.parent, capture_output=True, text=True, timeout=120,
+                            env={**{k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}, "KNOWLEDGE_DIR": str(folder)})
+    assert result.returncode == 0 and "warning:" in result.stderr and "ouc" in result.stderr
