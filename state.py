@@ -18,6 +18,23 @@ unanswered:<yyyymmdd>  list    questions the bot could not answer, newest     ``
                                first, capped at ``UNANSWERED_CAP``
 =====================  ======  =============================================  ===========================
 
+Staff console (``admin/``): accounts, sign-in throttling and the audit trail.
+
+========================  ======  ==========================================  ===========================
+key                       type    value                                       TTL
+========================  ======  ==========================================  ===========================
+admin:users               set     the names of the staff accounts             none
+admin:user:<name>         hash    ``hash`` (werkzeug password hash),          none
+                                  ``created`` (ISO time)
+admin:fail:user:<name>    hash    ``count`` of failed sign-ins, ``last``      ``ADMIN_FAIL_WINDOW``
+                                  (unix time of the latest)                   (15 min, renewed)
+admin:fail:ip:<addr>      hash    the same, per client address                ``ADMIN_FAIL_WINDOW``
+admin:audit               list    JSON ``{at, user, action, detail}``, newest  none, capped at
+                                  first: who did what in the console          ``ADMIN_AUDIT_CAP``
+admin:upload:<token>      string  a spreadsheet uploaded for import, kept     ``ADMIN_UPLOAD_TTL``
+                                  between its preview and its confirmation    (30 min)
+========================  ======  ==========================================  ===========================
+
 A message key is ``MsgId`` for messages and ``<FromUserName>:<CreateTime>`` for
 events (which have no MsgId), as WeChat retries both up to three times.
 
@@ -54,6 +71,9 @@ UNANSWERED_TTL = 90 * 86400
 UNANSWERED_CAP = 500
 RETRY_AFTER = 1.0
 POLL_INTERVAL = 0.05
+ADMIN_FAIL_WINDOW = 15 * 60
+ADMIN_AUDIT_CAP = 10_000
+ADMIN_UPLOAD_TTL = 30 * 60
 
 
 def connect(url: str, timeout: float) -> redis.Redis:
@@ -202,3 +222,63 @@ class Store:
     def unanswered(self, day: dt.date) -> list[str]:
         raw = self._call("unanswered", lambda: self.client.lrange(self.key("unanswered", day.strftime("%Y%m%d")), 0, -1), [])
         return [item.decode() for item in raw]
+
+    # --- staff console (admin/): these raise redis.RedisError, the console has no stateless mode ---
+
+    def admin_user(self, name: str) -> dict[str, str] | None:
+        """A staff account (``hash``, ``created``), or None."""
+        raw = self.client.hgetall(self.key("admin", f"user:{name}"))
+        return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+    def admin_users(self) -> list[str]:
+        return sorted(name.decode() for name in self.client.smembers(self.key("admin", "users")))
+
+    def admin_save_user(self, name: str, password_hash: str, created: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.key("admin", f"user:{name}"), mapping={"hash": password_hash, "created": created})
+        pipe.sadd(self.key("admin", "users"), name)
+        pipe.execute()
+
+    def admin_delete_user(self, name: str) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.key("admin", f"user:{name}"))
+        pipe.srem(self.key("admin", "users"), name)
+        return bool(pipe.execute()[0])
+
+    def admin_failures(self, kind: str, name: str) -> tuple[int, float]:
+        """Failed sign-ins in the current window for an account (``user``) or address (``ip``): (count, last)."""
+        raw = self.client.hgetall(self.key("admin", f"fail:{kind}:{name}"))
+        return int(raw.get(b"count", 0)), float(raw.get(b"last", 0.0))
+
+    def admin_note_failure(self, user: str, address: str, now: float) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for kind, name in (("user", user), ("ip", address)):
+            key = self.key("admin", f"fail:{kind}:{name}")
+            pipe.hincrby(key, "count", 1)
+            pipe.hset(key, "last", repr(now))
+            pipe.expire(key, ADMIN_FAIL_WINDOW)
+        pipe.execute()
+
+    def admin_clear_failures(self, user: str) -> None:
+        self.client.delete(self.key("admin", f"fail:user:{user}"))
+
+    def admin_record(self, user: str, action: str, detail: str = "", at: str | None = None) -> None:
+        """Append to the audit trail: who did what in the console."""
+        entry = {"at": at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "user": user, "action": action, "detail": detail}
+        key = self.key("admin", "audit")
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lpush(key, json.dumps(entry, ensure_ascii=False))
+        pipe.ltrim(key, 0, ADMIN_AUDIT_CAP - 1)
+        pipe.execute()
+
+    def admin_audit(self, limit: int = 200) -> list[dict[str, str]]:
+        return [json.loads(item) for item in self.client.lrange(self.key("admin", "audit"), 0, limit - 1)]
+
+    def admin_put_upload(self, token: str, data: bytes) -> None:
+        self.client.set(self.key("admin", f"upload:{token}"), data, ex=ADMIN_UPLOAD_TTL)
+
+    def admin_upload(self, token: str) -> bytes | None:
+        return self.client.get(self.key("admin", f"upload:{token}"))
+
+    def admin_drop_upload(self, token: str) -> None:
+        self.client.delete(self.key("admin", f"upload:{token}"))
