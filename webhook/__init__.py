@@ -50,13 +50,13 @@ def _user_hash(openid: str, secret: str) -> str:
 
 
 def _decide(inbound: Inbound, session: dict) -> handlers.Outcome:
-    current = bot.current()
-    ctx = handlers.Context(kb=current.kb, matcher=current.matcher, session=session)
+    kb, matcher = bot.current().knowledge_pair  # once: a reload may swap them at any moment
+    ctx = handlers.Context(kb=kb, matcher=matcher, session=session)
     try:
         return handlers.dispatch(inbound.msg_type, inbound.event, inbound.message, ctx)
     except Exception:
         log.exception("handler failed for a %s message", inbound.msg_type)
-        return handlers.Outcome(reply=current.kb.text("error"), effects=Effects(outcome="error"))
+        return handlers.Outcome(reply=kb.text("error"), effects=Effects(outcome="error"))
 
 
 def _render(inbound: Inbound, outcome: handlers.Outcome) -> bytes:
