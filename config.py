@@ -31,7 +31,6 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "RETRY_WAIT": (4.0, float),
     "MAX_BODY_BYTES": (64 * 1024, int),
     "KB_RELOAD_INTERVAL": (0.5, float),
-    "KB_RELOAD_INTERVAL": (0.5, float),
 }
 
 
