@@ -38,11 +38,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # `flask kb validate` can report a broken knowledge base instead of failing to start.
     app.extensions["xueji"] = None if os.environ.get("FLASK_RUN_FROM_CLI") == "true" else bot.build(app.config)
 
+    import admin
     from cli import kb_cli
     from webhook import bp as webhook_bp
 
     app.register_blueprint(webhook_bp)
     app.cli.add_command(kb_cli)
+    admin.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -31,6 +31,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "RETRY_WAIT": (4.0, float),
     "MAX_BODY_BYTES": (64 * 1024, int),
     "KB_RELOAD_INTERVAL": (0.5, float),
+    "TRUSTED_PROXIES": (0, int),
+    "ADMIN_SESSION_HOURS": (8, int),
 }
 
 
