@@ -6,6 +6,7 @@ exact changes: 试一试, the preview and the confirmed save of one edit build i
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -18,7 +19,7 @@ import bot
 from knowledge import impact as impact_module
 from knowledge.base import KnowledgeBase
 from knowledge.live import LiveKnowledge
-from knowledge.matcher import Matcher
+from knowledge.matcher import Match, Matcher
 
 Changes = dict[str, str | None]
 _DRAFTS_KEPT = 4
@@ -66,11 +67,40 @@ def draft(changes: Changes) -> tuple[KnowledgeBase, Matcher]:
     return built
 
 
+@functools.lru_cache(maxsize=1)
+def _labelled() -> tuple[tuple[str, str], ...]:
+    """The repo's labelled questions: files shipped with the code, read once per process."""
+    return tuple(impact_module.labelled_questions())
+
+
+class _Remembered:
+    """The live matcher's decisions, remembered: every preview at one live version asks the same questions."""
+
+    def __init__(self, matcher: Matcher):
+        self.matcher = matcher
+        self.decisions: dict[str, Match] = {}
+
+    def match(self, question: str) -> Match:
+        found = self.decisions.get(question)
+        if found is None:
+            found = self.decisions[question] = self.matcher.match(question)
+        return found
+
+
+def _live_decisions() -> _Remembered:
+    _, matcher = live_pair()
+    with _lock:
+        remembered = current_app.extensions.get("xueji_live_decisions")
+        if remembered is None or remembered.matcher is not matcher:
+            remembered = current_app.extensions["xueji_live_decisions"] = _Remembered(matcher)
+    return remembered
+
+
 def questions_to_check() -> list[tuple[str, str]]:
     """Every labelled question the repo ships, then the recorded unanswered ones (each once)."""
     seen: set[str] = set()
     questions: list[tuple[str, str]] = []
-    for text, source in impact_module.labelled_questions():
+    for text, source in _labelled():
         if text not in seen:
             seen.add(text)
             questions.append((text, source))
@@ -83,6 +113,5 @@ def questions_to_check() -> list[tuple[str, str]]:
 
 def what_would_change(changes: Changes) -> list[dict[str, Any]]:
     """Decisions that differ between the live matcher and the draft (old → new)."""
-    _, old = live_pair()
     _, new = draft(changes)
-    return impact_module.impact(old, new, questions_to_check())
+    return impact_module.impact(_live_decisions(), new, questions_to_check())  # type: ignore[arg-type]

@@ -41,7 +41,7 @@ def run(kb: KnowledgeBase, matcher: Matcher, question: str) -> Trial:
     question = question.strip()[:MAX_QUESTION]
     outcome = respond(handlers.Context(kb=kb, matcher=matcher), question)
     report = _report(question, outcome)
-    offered = set(report["candidates"])
+    offered = set(report["candidates"]) if report["action"] == "clarify" else {report["id"]}
     ranked = matcher.rank(question)[:SHOWN_CANDIDATES]
     candidates = [
         {"id": entry_id, "question": kb.entries[entry_id].question if entry_id in kb.entries else "", "score": round(score, 3), "offered": entry_id in offered}

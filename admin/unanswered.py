@@ -37,10 +37,19 @@ def unanswered() -> Any:
         suggested = [(entry_id, score) for entry_id, score in matcher.rank(group["text"])[:SUGGESTED] if entry_id in entries]
         rows.append({
             **group,
-            "last_seen_at": dt.datetime.fromtimestamp(float(group["last_seen"])).strftime("%Y-%m-%d %H:%M") if group.get("last_seen") else "",
+            "last_seen_at": _when(group.get("last_seen")),
             "suggested": [{"id": entry_id, "question": entries[entry_id].get("question", ""), "score": round(score, 3)} for entry_id, score in suggested],
         })
     return render_template("admin/unanswered.html", rows=rows, choices=choices, form=ActionForm(), show_handled=show_handled)
+
+
+def _when(value: Any) -> str:
+    """Last seen, in the server's local time, to the minute."""
+    if isinstance(value, (int, float)):
+        value = dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    if not isinstance(value, dt.datetime):
+        return str(value or "")
+    return value.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _refuse(exc: Exception) -> Any:

@@ -78,7 +78,11 @@ def chart(rows: list[Day]) -> dict[str, Any]:
         for name in ("messages", *SERIES)
     }
     grid = [{"y": y(top * k // 4), "label": top * k // 4} for k in range(5)]
-    ticks = [{"x": x(i), "label": r.date.strftime("%m-%d")} for i, r in enumerate(rows) if i % 5 == 0 or i == len(rows) - 1]
+    last = len(rows) - 1
+    ticks = [
+        {"x": x(i), "label": r.date.strftime("%m-%d"), "anchor": "end" if i == last else "middle"}
+        for i, r in enumerate(rows) if (i % 5 == 0 and last - i >= 3) or i == last
+    ]
     points = [{"x": x(i), "y": y(r.messages), "date": r.date.isoformat(), "messages": r.messages} for i, r in enumerate(rows)]
     return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "bottom": TOP_PAD + inner_h, "lines": lines, "grid": grid, "ticks": ticks, "points": points}
 
