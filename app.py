@@ -39,6 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["xueji"] = None if os.environ.get("FLASK_RUN_FROM_CLI") == "true" else bot.build(app.config)
 
     from chat import chat
+    import admin
     from cli import kb_cli
     from menu_cli import menu_cli
     from webhook import bp as webhook_bp
@@ -47,6 +48,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.cli.add_command(kb_cli)
     app.cli.add_command(menu_cli)
     app.cli.add_command(chat)
+    admin.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Response:

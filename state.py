@@ -21,7 +21,40 @@ stats:<yyyymmdd>       hash    ``outcome:<outcome>``, ``topic:<id>`` and      ``
                                message counts for that day
 unanswered:<yyyymmdd>  list    questions the bot could not answer, newest     ``UNANSWERED_TTL`` (90 days)
                                first, capped at ``UNANSWERED_CAP``
+unanswered:groups      hash    group key (``knowledge.text.compact`` of the   ``UNANSWERED_TTL`` (90 days
+                               question) → JSON ``{text, count, last_seen,    since the last one; a group
+                               kinds: {fallback|clarify|feedback: n}}``       unseen that long is dropped)
+unanswered:recent      zset    group key → last seen (unix time), capped at   ``UNANSWERED_TTL``
+                               ``UNANSWERED_GROUPS_CAP`` groups
+unanswered:handled     set     group keys staff marked handled (a new         ``UNANSWERED_TTL``
+                               occurrence shows the group again)
+kb:version             string  the live knowledge version: +1 on every staff  none
+                               save (every process rebuilds when it moves)
+kb:overlay             hash    file path (``entries/<id>.yaml``, ``texts.     none
+                               yaml`` …) → JSON ``{text, rev, version, user,
+                               at}``: files changed on top of ``knowledge/``
+                               (``text`` null: deleted)
+kb:history:<path>      list    JSON ``{rev, version, user, at, message,       none, capped at
+                               text}`` of every save of that file, newest     ``KB_HISTORY_CAP``
+                               first
 =====================  ======  =============================================  ===========================
+
+Staff console (``admin/``): accounts, sign-in throttling and the audit trail.
+
+========================  ======  ==========================================  ===========================
+key                       type    value                                       TTL
+========================  ======  ==========================================  ===========================
+admin:users               set     the names of the staff accounts             none
+admin:user:<name>         hash    ``hash`` (werkzeug password hash),          none
+                                  ``created`` (ISO time)
+admin:fail:user:<name>    hash    ``count`` of failed sign-ins, ``last``      ``ADMIN_FAIL_WINDOW``
+                                  (unix time of the latest)                   (15 min, renewed)
+admin:fail:ip:<addr>      hash    the same, per client address                ``ADMIN_FAIL_WINDOW``
+admin:audit               list    JSON ``{at, user, action, detail}``, newest  none, capped at
+                                  first: who did what in the console          ``ADMIN_AUDIT_CAP``
+admin:upload:<token>      string  a spreadsheet uploaded for import, kept     ``ADMIN_UPLOAD_TTL``
+                                  between its preview and its confirmation    (30 min)
+========================  ======  ==========================================  ===========================
 
 A message key is ``MsgId`` for messages and ``<FromUserName>:<CreateTime>:<Event>:<EventKey>``
 for events (which have no MsgId), as WeChat retries both up to three times.
@@ -62,8 +95,13 @@ UNANSWERED_TTL = 90 * 86400
 UNANSWERED_CAP = 500
 AUDIENCE_TTL = 180 * 86400
 STUDENT_KEYS = ("session", "audience", "rate")
+UNANSWERED_GROUPS_CAP = 2_000
+KB_HISTORY_CAP = 500
 RETRY_AFTER = 1.0
 POLL_INTERVAL = 0.05
+ADMIN_FAIL_WINDOW = 15 * 60
+ADMIN_AUDIT_CAP = 10_000
+ADMIN_UPLOAD_TTL = 30 * 60
 
 
 def connect(url: str, timeout: float) -> redis.Redis:
@@ -224,9 +262,135 @@ class Store:
                 pipe.lpush(unanswered_key, effects.unanswered)
                 pipe.ltrim(unanswered_key, 0, UNANSWERED_CAP - 1)
                 pipe.expire(unanswered_key, UNANSWERED_TTL)
+                self._group_unanswered(pipe, effects.unanswered, effects.unanswered_kind, time.time())
             pipe.execute()
 
         self._call("commit", run, None)
+
+    # --- unanswered questions, grouped (read by the staff console) ---
+
+    _GROUP_SCRIPT = """
+local key, text, kind, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local ttl, cap, cutoff = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local raw = redis.call('HGET', KEYS[1], key)
+local group = raw and cjson.decode(raw) or {count = 0, kinds = {}}
+group.text, group.count, group.last_seen = text, group.count + 1, now
+group.kinds[kind] = (group.kinds[kind] or 0) + 1
+redis.call('HSET', KEYS[1], key, cjson.encode(group))
+redis.call('ZADD', KEYS[2], now, key)
+redis.call('SREM', KEYS[3], key)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+local extra = redis.call('ZCARD', KEYS[2]) - #gone - cap
+if extra > 0 then
+  for _, k in ipairs(redis.call('ZRANGE', KEYS[2], #gone, #gone + extra - 1)) do table.insert(gone, k) end
+end
+for _, k in ipairs(gone) do
+  redis.call('HDEL', KEYS[1], k)
+  redis.call('ZREM', KEYS[2], k)
+  redis.call('SREM', KEYS[3], k)
+end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+"""
+
+    def _unanswered_keys(self) -> list[str]:
+        return [self.key("unanswered", name) for name in ("groups", "recent", "handled")]
+
+    def _group_unanswered(self, pipe: Any, text: str, kind: str, now: float) -> None:
+        """Count one unanswered question in its group (same words once spaces, punctuation, case go)."""
+        from knowledge.text import compact
+
+        group = compact(text) or text.strip()
+        if not group:
+            return
+        args = (group, text.strip(), kind, repr(now), UNANSWERED_TTL, UNANSWERED_GROUPS_CAP, repr(now - UNANSWERED_TTL))
+        pipe.eval(self._GROUP_SCRIPT, 3, *self._unanswered_keys(), *args)
+
+    def unanswered_groups(self, limit: int = 200, include_handled: bool = False) -> list[dict[str, Any]]:
+        """Unanswered questions grouped by normalised text, newest first: ``{key, text, count, last_seen, kinds, handled}``.
+
+        Raises ``redis.RedisError`` (the console has no stateless mode)."""
+        groups_key, recent_key, handled_key = self._unanswered_keys()
+        handled = {k.decode() for k in self.client.smembers(handled_key)}
+        keys = [k.decode() for k in self.client.zrevrange(recent_key, 0, -1)]
+        if not include_handled:
+            keys = [k for k in keys if k not in handled]
+        keys = keys[:limit]
+        raws = self.client.hmget(groups_key, keys) if keys else []
+        groups = []
+        for key, raw in zip(keys, raws):
+            if raw is None:
+                continue
+            group = json.loads(raw)
+            kinds = group.get("kinds") or {}
+            groups.append({
+                "key": key,
+                "text": group.get("text", key),
+                "count": int(group.get("count", 0)),
+                "last_seen": dt.datetime.fromtimestamp(float(group.get("last_seen", 0)), dt.timezone.utc),
+                "kinds": {k: int(v) for k, v in kinds.items()} if isinstance(kinds, dict) else {},
+                "handled": key in handled,
+            })
+        return groups
+
+    def mark_handled(self, key: str, user: str) -> bool:
+        """Hide a group from the unanswered list (until it is asked again); False if there is no such group."""
+        groups_key, _, handled_key = self._unanswered_keys()
+        if not self.client.hexists(groups_key, key):
+            return False
+        self.client.sadd(handled_key, key)
+        return True
+
+    def daily_stats(self, days: int = 30, today: dt.date | None = None) -> list[tuple[dt.date, dict[str, int]]]:
+        """The last ``days`` days of ``stats:<yyyymmdd>`` counts, oldest first (days without messages: empty)."""
+        last = today or dt.date.today()
+        dates = [last - dt.timedelta(days=n) for n in range(days - 1, -1, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for day in dates:
+            pipe.hgetall(self.key("stats", day.strftime("%Y%m%d")))
+        return [(day, {k.decode(): int(v) for k, v in raw.items()}) for day, raw in zip(dates, pipe.execute())]
+
+    # --- live knowledge (knowledge/live.py): these raise redis.RedisError, except kb_poll_version ---
+
+    def kb_poll_version(self) -> int | None:
+        """The live knowledge version for the reload thread; None while Redis does not answer (degrades, logs once)."""
+        raw = self._call("kb version", lambda: self.client.get(self.key("kb", "version")) or b"0", None)
+        return None if raw is None else int(raw)
+
+    def kb_snapshot(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        """The version and the overlay records it is made of, read together."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.key("kb", "version"))
+        pipe.hgetall(self.key("kb", "overlay"))
+        version, overlay = pipe.execute()
+        return int(version or 0), {k.decode(): json.loads(v) for k, v in overlay.items()}
+
+    def kb_history(self, path: str) -> list[dict[str, Any]]:
+        return [json.loads(item) for item in self.client.lrange(self.key("kb", f"history:{path}"), 0, -1)]
+
+    def kb_write(self, expected_version: int, records: dict[str, dict[str, Any]], audit: dict[str, str]) -> int | None:
+        """Write the changed files, their history and an audit line, and bump the version, all at once.
+
+        None when the version is no longer ``expected_version`` (someone saved meanwhile: check again)."""
+        version_key, overlay_key = self.key("kb", "version"), self.key("kb", "overlay")
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(version_key)
+                if int(pipe.get(version_key) or 0) != expected_version:
+                    return None
+                pipe.multi()
+                for path, record in records.items():
+                    history_key = self.key("kb", f"history:{path}")
+                    pipe.hset(overlay_key, path, json.dumps({k: v for k, v in record.items() if k != "message"}, ensure_ascii=False))
+                    pipe.lpush(history_key, json.dumps(record, ensure_ascii=False))
+                    pipe.ltrim(history_key, 0, KB_HISTORY_CAP - 1)
+                pipe.incr(version_key)
+                audit_key = self.key("admin", "audit")
+                pipe.lpush(audit_key, json.dumps(audit, ensure_ascii=False))
+                pipe.ltrim(audit_key, 0, ADMIN_AUDIT_CAP - 1)
+                results = pipe.execute()
+            except redis.WatchError:
+                return None
+        return int(results[-3])
 
     def stats(self, day: dt.date) -> dict[str, int]:
         raw = self._call("stats", lambda: self.client.hgetall(self.key("stats", day.strftime("%Y%m%d"))), {})
@@ -235,3 +399,63 @@ class Store:
     def unanswered(self, day: dt.date) -> list[str]:
         raw = self._call("unanswered", lambda: self.client.lrange(self.key("unanswered", day.strftime("%Y%m%d")), 0, -1), [])
         return [item.decode() for item in raw]
+
+    # --- staff console (admin/): these raise redis.RedisError, the console has no stateless mode ---
+
+    def admin_user(self, name: str) -> dict[str, str] | None:
+        """A staff account (``hash``, ``created``), or None."""
+        raw = self.client.hgetall(self.key("admin", f"user:{name}"))
+        return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+    def admin_users(self) -> list[str]:
+        return sorted(name.decode() for name in self.client.smembers(self.key("admin", "users")))
+
+    def admin_save_user(self, name: str, password_hash: str, created: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.key("admin", f"user:{name}"), mapping={"hash": password_hash, "created": created})
+        pipe.sadd(self.key("admin", "users"), name)
+        pipe.execute()
+
+    def admin_delete_user(self, name: str) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.key("admin", f"user:{name}"))
+        pipe.srem(self.key("admin", "users"), name)
+        return bool(pipe.execute()[0])
+
+    def admin_failures(self, kind: str, name: str) -> tuple[int, float]:
+        """Failed sign-ins in the current window for an account (``user``) or address (``ip``): (count, last)."""
+        raw = self.client.hgetall(self.key("admin", f"fail:{kind}:{name}"))
+        return int(raw.get(b"count", 0)), float(raw.get(b"last", 0.0))
+
+    def admin_note_failure(self, user: str, address: str, now: float) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for kind, name in (("user", user), ("ip", address)):
+            key = self.key("admin", f"fail:{kind}:{name}")
+            pipe.hincrby(key, "count", 1)
+            pipe.hset(key, "last", repr(now))
+            pipe.expire(key, ADMIN_FAIL_WINDOW)
+        pipe.execute()
+
+    def admin_clear_failures(self, user: str) -> None:
+        self.client.delete(self.key("admin", f"fail:user:{user}"))
+
+    def admin_record(self, user: str, action: str, detail: str = "", at: str | None = None) -> None:
+        """Append to the audit trail: who did what in the console."""
+        entry = {"at": at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "user": user, "action": action, "detail": detail}
+        key = self.key("admin", "audit")
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lpush(key, json.dumps(entry, ensure_ascii=False))
+        pipe.ltrim(key, 0, ADMIN_AUDIT_CAP - 1)
+        pipe.execute()
+
+    def admin_audit(self, limit: int = 200) -> list[dict[str, str]]:
+        return [json.loads(item) for item in self.client.lrange(self.key("admin", "audit"), 0, limit - 1)]
+
+    def admin_put_upload(self, token: str, data: bytes) -> None:
+        self.client.set(self.key("admin", f"upload:{token}"), data, ex=ADMIN_UPLOAD_TTL)
+
+    def admin_upload(self, token: str) -> bytes | None:
+        return self.client.get(self.key("admin", f"upload:{token}"))
+
+    def admin_drop_upload(self, token: str) -> None:
+        self.client.delete(self.key("admin", f"upload:{token}"))

@@ -290,6 +290,8 @@ def _check_menu(menu: Menu, entries: dict[str, Entry], broken: set[str], texts: 
                 keys.add(button.key)
             if button.entry and button.entry not in entries and button.entry not in broken:
                 problem(f"menu key {button.key!r} points at unknown entry {button.entry!r}")
+            elif button.entry in entries and not entries[button.entry].enabled:
+                problem(f"menu key {button.key!r} points at disabled entry {button.entry!r}")
             if button.group and button.group not in groups:
                 problem(f"menu key {button.key!r} points at unknown group {button.group!r}")
             if button.text and button.text not in texts:

@@ -65,6 +65,7 @@ class Entry(_Strict):
     audience: list[str] = Field(min_length=1)
     variants: list[Variant] = []
     updated: dt.date
+    enabled: bool = True  # staff switch an entry off (console, spreadsheet) rather than delete it
 
     _answer = field_validator("answer")(_non_blank)
 

@@ -52,13 +52,14 @@ def _user_hash(openid: str, secret: str) -> str:
 
 def _decide(inbound: Inbound, session: dict) -> handlers.Outcome:
     current = bot.current()
-    ctx = handlers.Context(kb=current.kb, matcher=current.matcher, session=session, stateful=current.store.available,
+    kb, matcher = current.knowledge_pair  # once: a reload may swap them at any moment
+    ctx = handlers.Context(kb=kb, matcher=matcher, session=session, stateful=current.store.available,
                            handoff=current.config["HUMAN_HANDOFF"])
     try:
         return handlers.dispatch(inbound.msg_type, inbound.event, inbound.message, ctx)
     except Exception:
         log.exception("handler failed for a %s message", inbound.msg_type)
-        return handlers.Outcome(reply=current.kb.text("error"), effects=Effects(outcome="error"))
+        return handlers.Outcome(reply=kb.text("error"), effects=Effects(outcome="error"))
 
 
 def _render(inbound: Inbound, outcome: handlers.Outcome) -> bytes:
