@@ -188,13 +188,16 @@ def _more(ctx: Context) -> Outcome:
 
 
 def _feedback(ctx: Context) -> Outcome:
-    """「没用」: the next best answers for the same question, and a person; counted once against the entry."""
+    """「没用」: the next best answers for the same question (those written for the student's audience), and a
+    person; counted once against the entry."""
     kb = ctx.kb
     last = ctx.session.get("last")
     if not isinstance(last, dict) or last.get("entry") not in kb.entries:
         return _outcome(ctx, kb.text("feedback_nothing"), "feedback")
     entry_id, question = last["entry"], last.get("q") or kb.entries[last["entry"]].question
-    others = [e for e, _ in ctx.matcher.rank(question) if e != entry_id and e in kb.entries][:MAX_ALTERNATIVES]
+    audience = ctx.session.get("audience") if ctx.session.get("audience") in kb.profile.audiences else None
+    others = [e for e, _ in ctx.matcher.rank(question)
+              if e != entry_id and e in kb.entries and (audience is None or kb.fits(e, audience))][:MAX_ALTERNATIVES]
     effects = {"feedback": entry_id, "unanswered": question, "unanswered_kind": "feedback"}
     if not others:
         return _outcome(ctx, kb.text("feedback_nothing"), "feedback", **effects)

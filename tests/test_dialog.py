@@ -215,12 +215,21 @@ def test_feedback_offers_the_next_best_answers_and_a_person_counted_against_the_
     question = kb.entries["xueli-query"].question
     student.says(question)
     feedback = student.says("没用")
-    expected = [e for e, _ in matcher.rank(question) if e != "xueli-query"][:3]
+    expected = [e for e, _ in matcher.rank(question) if e != "xueli-query" and kb.fits(e, "undergrad")][:3]
+    assert len(expected) == 3
     assert feedback.effects.outcome == "feedback" and feedback.effects.feedback == "xueli-query"
     assert feedback.effects.unanswered == question and feedback.effects.unanswered_kind == "feedback"
     assert all(f"{n}. {kb.entries[e].question}" in feedback.reply for n, e in enumerate(expected, 1))
     assert "「人工」" in feedback.reply
     assert student.says("1").effects.topic == expected[0]
+
+
+def test_feedback_alternatives_are_written_for_the_students_audience(kb: KnowledgeBase, matcher: Matcher) -> None:
+    for audience in kb.profile.audiences:
+        student = Student(kb, matcher, audience=audience)
+        student.says(kb.entries["xueli-query"].question)
+        offered = student.says("没用").effects.session["list"]["items"]
+        assert offered and all(kb.fits(e, audience) for e in offered), (audience, offered)
 
 
 @pytest.mark.parametrize("word", ["没用", "不对", "答非所问", "不是这个"])

@@ -158,8 +158,8 @@ def test_no_invented_urls_emails_or_phones(kb):
 def test_office_details_only_through_placeholders(kb):
     """A school adopts the bot by editing school.yaml: answers never spell out its offices."""
     literals = set()
-    for audience in kb.profile.audiences.values():
-        office = audience.office
+    for key in kb.profile.audiences:
+        office = kb.profile.office_of(key)
         literals |= {v for v in (office.name, office.address, office.phone, office.person, office.hours) if v}
     for entry in kb.entries.values():
         for template in [entry.answer, *(v.answer for v in entry.variants)]:

@@ -144,3 +144,41 @@ def test_store_recovers_when_redis_comes_back(tmp_path: Path) -> None:
         assert store.claim("msg:after") == state.Claim("pending")
     finally:
         server.stop()
+
+
+def test_audience_lives_in_its_own_long_key_merged_into_the_session(store: Store) -> None:
+    store.commit("m1", b"r", "o-aud", Effects(outcome="audience", session={"list": {"kind": "x", "items": []}, "audience": "ignored"},
+                                             audience="graduate"))
+    session = store.session("o-aud")
+    assert session["audience"] == "graduate" and session["list"] == {"kind": "x", "items": []}
+    raw = store.client.get(store.key("session", "o-aud"))
+    assert b"audience" not in raw, "the audience is never copied into the short-lived session"
+    assert store.client.ttl(store.key("audience", "o-aud")) > 179 * 86400
+    store.commit("m2", b"r", "o-aud", Effects(outcome="answer", session={}))
+    assert store.session("o-aud") == {"audience": "graduate"}, "an empty session leaves the audience"
+    store.commit("m3", b"r", "o-aud", Effects(outcome="audience", audience=""))
+    assert "audience" not in store.session("o-aud")
+
+
+def test_unfollow_deletes_every_per_student_key_and_keeps_the_stats(store: Store) -> None:
+    for kind in state.STUDENT_KEYS:
+        store.client.set(store.key(kind, "o-gone"), "1", ex=600)
+    store.client.set(store.key("session", "o-stays"), "{}", ex=600)
+    store.commit("m1", b"r", "o-gone", Effects(outcome="answer", topic="chsi-what"))
+    store.commit(None, b"success", "o-gone", Effects(outcome="unsubscribe", forget=True))
+    assert all(not store.client.exists(store.key(kind, "o-gone")) for kind in state.STUDENT_KEYS)
+    assert store.client.exists(store.key("session", "o-stays"))
+    assert store.stats(dt.date.today())["topic:chsi-what"] == 1
+
+
+def test_feedback_is_counted_against_the_entry(store: Store) -> None:
+    store.commit("m1", b"r", "o-fb", Effects(outcome="feedback", feedback="xueli-query", unanswered="怎么查学历", unanswered_kind="feedback"))
+    stats = store.stats(dt.date.today())
+    assert stats["feedback:xueli-query"] == 1 and stats["outcome:feedback"] == 1
+    assert store.unanswered(dt.date.today()) == ["怎么查学历"]
+
+
+def test_forget_deletes_the_students_keys(store: Store) -> None:
+    store.commit("m1", b"r", "o-reset", Effects(outcome="audience", session={"pages": ["x"]}, audience="ouc"))
+    store.forget("o-reset")
+    assert store.session("o-reset") == {}
