@@ -30,7 +30,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SESSION_TTL": (1800, int),
     "RETRY_WAIT": (4.0, float),
     "MAX_BODY_BYTES": (64 * 1024, int),
-    "KB_RELOAD_INTERVAL": (0.5, float),
+    "KB_RELOAD_INTERVAL": (0.25, float),
     "TRUSTED_PROXIES": (0, int),
     "ADMIN_SESSION_HOURS": (8, int),
 }
