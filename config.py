@@ -32,7 +32,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "MAX_BODY_BYTES": (64 * 1024, int),
     "HUMAN_HANDOFF": ("contacts", str),
     "WECHAT_API_BASE": ("https://api.weixin.qq.com/cgi-bin/", str),
-    "KB_RELOAD_INTERVAL": (0.5, float),
+    "KB_RELOAD_INTERVAL": (0.25, float),
     "TRUSTED_PROXIES": (0, int),
     "ADMIN_SESSION_HOURS": (8, int),
 }

@@ -57,7 +57,7 @@ class EmbeddedRedis:
                     "--unixsocketperm", "700",
                     "--dir", str(self.directory),
                     "--dbfilename", "redis.rdb",
-                    "--save", "60 1",
+                    "--save", "60", "1",  # two arguments: as one ("60 1") the server keeps no save points and loses data on restart
                     "--logfile", str(self.directory / "redis.log"),
                     "--daemonize", "no",
                 ],

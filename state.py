@@ -337,7 +337,10 @@ for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
         groups_key, _, handled_key = self._unanswered_keys()
         if not self.client.hexists(groups_key, key):
             return False
-        self.client.sadd(handled_key, key)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(handled_key, key)
+        pipe.expire(handled_key, UNANSWERED_TTL)
+        pipe.execute()
         return True
 
     def daily_stats(self, days: int = 30, today: dt.date | None = None) -> list[tuple[dt.date, dict[str, int]]]:

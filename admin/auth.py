@@ -2,9 +2,10 @@
 
 Failed sign-ins are counted per account and per client address in Redis
 (``admin:fail:*``), so every app process sees the same counts. The first few
-failures cost nothing; after that each attempt must wait twice as long as the
-one before (capped), which stops guessing without locking a staff member out
-for long.
+failures cost nothing; after that each attempt must wait (30 s, then twice as
+long after each further failure, at most 15 min), which stops guessing without
+locking a staff member out for long. An attempt refused for waiting is not
+checked, so hammering the form gains nothing.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from . import bp
 F = TypeVar("F", bound=Callable[..., Any])
 FREE_USER_FAILURES = 5  # per account, within state.ADMIN_FAIL_WINDOW
 FREE_ADDRESS_FAILURES = 20  # per address (a shared office NAT is several staff)
-MAX_WAIT = 300.0
+FIRST_WAIT = 30.0
+MAX_WAIT = 900.0
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
 _DUMMY_HASH = generate_password_hash("not a password")
 
@@ -51,10 +53,10 @@ def create_user(name: str, password: str) -> None:
 
 
 def wait_needed(failures: int, last: float, free: int, now: float) -> float:
-    """Seconds to wait before the next attempt: 0 for the first ``free`` failures, then 1, 2, 4 … s."""
+    """Seconds still to wait before the next attempt: none for the first ``free`` failures, then 30 s, 60 s, 120 s …"""
     if failures < free:
         return 0.0
-    wait = min(MAX_WAIT, 2.0 ** (failures - free))
+    wait = min(MAX_WAIT, FIRST_WAIT * 2.0 ** (failures - free))
     return max(0.0, last + wait - now)
 
 

@@ -5,10 +5,11 @@ import re
 import sys
 
 import click
+from flask.cli import AppGroup
 
 from . import auth
 
-admin_cli = click.Group("admin", help="Staff accounts of the console at /admin.")
+admin_cli = AppGroup("admin", help="Staff accounts of the console at /admin.")
 MIN_PASSWORD = 8
 
 

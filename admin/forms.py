@@ -14,12 +14,13 @@ from typing import Any, Iterable
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from werkzeug.datastructures import MultiDict
-from wtforms import FieldList, FormField, HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms import FieldList, FormField, HiddenField, SelectMultipleField, StringField, TextAreaField
 from wtforms import Form as PlainForm
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from knowledge.base import Problem
 
+_TAKEN = re.compile(r"^similar question '(.+)' is also in (\S+)$")
 _SEPARATORS = re.compile(r"[\n,，、;；]+")
 TRUE = ("1", "y", "yes", "on", "true")
 ENTRY_FIELDS = ("id", "question", "similar", "keywords", "answer", "links", "source", "audience", "variants", "enabled")
@@ -167,11 +168,18 @@ def place_problems(problems: Iterable[Problem], path: str, entry: dict[str, Any]
     by_field: dict[str, list[Any]] = {}
     general: list[str] = []
     variants = (entry or {}).get("variants") or []
+    own_id = (entry or {}).get("id")
     for problem in problems:
+        message = problem.message
+        taken = _TAKEN.match(message)
+        if taken and (problem.file == path or taken.group(2) == own_id):
+            # one phrase in two entries is reported on whichever loads second: either way it is ours to fix
+            other = taken.group(2) if problem.file == path else problem.entry
+            by_field.setdefault("similar", []).append({"code": "similar_taken", "phrase": taken.group(1), "other": other})
+            continue
         if problem.file != path:
             general.append(str(problem))
             continue
-        message = problem.message
         head = message.split(":", 1)[0].strip()
         parts = head.split(".")
         name = None
@@ -197,10 +205,10 @@ def place_problems(problems: Iterable[Problem], path: str, entry: dict[str, Any]
 
 class RuleForm(PlainForm):
     keywords = TextAreaField()
-    match = SelectField(choices=[("exact", "exact"), ("contains", "contains")])
-    target = SelectField(choices=[("entry", "entry"), ("text", "text"), ("reply", "reply")])
+    match = StringField(default="exact")  # exact (全匹配) | contains (半匹配); the template draws the choices
+    target = StringField(default="entry")  # entry | text | reply
     value = TextAreaField()
-    delete = SelectField(choices=[("", ""), ("1", "1")], default="")
+    delete = StringField(default="")
 
 
 class RulesForm(FlaskForm):
@@ -245,4 +253,4 @@ class UploadForm(FlaskForm):
 class UnansweredForm(FlaskForm):
     key = HiddenField()
     text = HiddenField()
-    entry = SelectField(choices=[], validate_choice=False)
+    entry = StringField()

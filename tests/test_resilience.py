@@ -50,7 +50,8 @@ def test_embedded_redis_stopped_mid_run_degrades_then_recovers(tmp_path: Path, k
         server = app.wechat()
         ask(server, kb, "xueli-certification")
         assert app.health()["redis"] == "up"
-        embedded = redis.Redis(unix_socket_path=str(tmp_path / "instance" / "redis.sock"))
+        # no retries: a retried SHUTDOWN would stop the server the app has just restarted
+        embedded = state.connect(f"unix://{tmp_path / 'instance' / 'redis.sock'}", 2.0)
         old_pid = embedded.info()["process_id"]
         try:
             embedded.shutdown(nosave=True)
