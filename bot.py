@@ -11,6 +11,7 @@ from flask import current_app
 from wechatpy.crypto import WeChatCrypto
 
 import config as settings
+import metrics
 import state
 from embedded_redis import EmbeddedRedis
 from knowledge.base import KnowledgeBase, KnowledgeError, Problem, load
@@ -52,6 +53,7 @@ def build(config: dict[str, Any]) -> Bot:
         prefix=config["REDIS_PREFIX"],
         session_ttl=config["SESSION_TTL"],
         embedded=embedded,
+        on_error=metrics.redis_error,
     )
     if not store.ping():
         log.warning("redis at %s does not answer: starting in stateless mode", url.split("@")[-1])

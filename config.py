@@ -14,6 +14,16 @@ from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent
 
+def flag(raw: str) -> bool:
+    """``1``/``true``/``yes``/``on`` (any case) is on; ``0``/``false``/``no``/``off`` is off."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 # name -> (default, converter)
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "WECHAT_TOKEN": ("", str),
@@ -30,6 +40,11 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "SESSION_TTL": (1800, int),
     "RETRY_WAIT": (4.0, float),
     "MAX_BODY_BYTES": (64 * 1024, int),
+    "ALLOW_PLAINTEXT": (False, flag),
+    "RATE_LIMIT": (20, int),
+    "TIMESTAMP_WINDOW": (300, int),
+    "PROMETHEUS_MULTIPROC_DIR": ("", str),
+    "LOG_LEVEL": ("INFO", str),
 }
 
 

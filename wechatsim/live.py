@@ -72,6 +72,8 @@ def start_app(tmp: Path, **env: str) -> LiveApp:
         "WECHAT_TOKEN": TOKEN,
         "WECHAT_APP_ID": APP_ID,
         "WECHAT_ENCODING_AES_KEY": AES_KEY,
+        # The test app serves all three modes at once, as during a switch-over (兼容模式).
+        "ALLOW_PLAINTEXT": "1",
         "INSTANCE_PATH": str(tmp / "instance"),
         "PYTHONUNBUFFERED": "1",
         **env,
