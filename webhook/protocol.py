@@ -113,20 +113,27 @@ def check_fresh(args: Mapping[str, str], window: float, now: float | None = None
                                  f"(more than {window:.0f} s): replayed or the clock is wrong")
 
 
-def _text(xml: bytes) -> str:
-    """The body as text: a byte-order mark or the declared encoding wins, else UTF-8; anything else is 400."""
-    encoding = "utf-8"
+def _encoding(xml: bytes) -> str:
+    """A byte-order mark, then UTF-16's ``<`` pattern (XML's autodetection), then the declaration, else UTF-8."""
     for bom, name in BOMS:
         if xml.startswith(bom):
-            encoding = name
-            break
-    else:
-        declared = _ENCODING.match(xml)
-        if declared:
-            try:
-                encoding = codecs.lookup(declared.group(1).decode("ascii")).name
-            except LookupError:
-                raise ProtocolError(400, "the XML declares an unknown encoding") from None
+            return name
+    if xml.startswith(b"<\x00"):
+        return "utf-16-le"
+    if xml.startswith(b"\x00<"):
+        return "utf-16-be"
+    declared = _ENCODING.match(xml)
+    if declared:
+        try:
+            return codecs.lookup(declared.group(1).decode("ascii")).name
+        except LookupError:
+            raise ProtocolError(400, "the XML declares an unknown encoding") from None
+    return "utf-8"
+
+
+def _text(xml: bytes) -> str:
+    """The body as text, in whatever encoding it is; undecodable is 400."""
+    encoding = _encoding(xml)
     try:
         text = xml.decode(encoding)
     except (UnicodeDecodeError, ValueError):
