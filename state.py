@@ -57,8 +57,9 @@ from embedded_redis import EmbeddedRedis
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PENDING = b"\x00pending"
+PENDING = b"\x00pending:"  # followed by the Redis time (ms) of the claim
 PENDING_TTL = 8
+ORPHAN_AFTER = 2.0  # seconds: answering takes milliseconds, a PENDING this old will never be replaced
 DEDUPE_TTL = 60
 STATS_TTL = 400 * 86400
 UNANSWERED_TTL = 90 * 86400
@@ -66,33 +67,42 @@ UNANSWERED_CAP = 500
 RETRY_AFTER = 1.0
 POLL_INTERVAL = 0.05
 RATE_WINDOW = 60
-LATE_SLACK_MS = 50
+LATE_SLACK_MS = 5  # for the error of the clock offset (half a round trip)
 # Outcomes kept out of the statistics and the unanswered list: a flood must not fill them.
 UNCOUNTED = frozenset({"rate_limited"})
 
 # KEYS: dedupe, session, audience, rate. ARGV: pending marker, pending TTL (ms), deadline (ms, Redis
-# clock), rate window (s; 0 = this is only a claim, read nothing else).
+# clock), rate window (s; 0 = this is only a claim, read nothing else), orphan age (ms).
+# A PENDING record holds the Redis time it was written; one older than the orphan age belongs to a
+# delivery that will never commit (its worker died, or its claim arrived after it had given up) and
+# is taken over.
 BEGIN_SCRIPT = """
 local t = redis.call('TIME')
-if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[3]) then
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[3]) then
   return {'late'}
 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local window = tonumber(ARGV[4])
-  if window == 0 then
-    return {'first'}
+local marker = ARGV[1]
+local claimed = redis.call('SET', KEYS[1], marker .. now, 'NX', 'PX', ARGV[2])
+if not claimed then
+  local body = redis.call('GET', KEYS[1])
+  if string.sub(body, 1, #marker) ~= marker then
+    return {'done', body}
   end
-  local sent = redis.call('INCR', KEYS[4])
-  if sent == 1 then
-    redis.call('EXPIRE', KEYS[4], window)
+  if now - (tonumber(string.sub(body, #marker + 1)) or 0) <= tonumber(ARGV[5]) then
+    return {'pending'}
   end
-  return {'first', sent, redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
+  redis.call('SET', KEYS[1], marker .. now, 'PX', ARGV[2])
 end
-local body = redis.call('GET', KEYS[1])
-if body == ARGV[1] then
-  return {'pending'}
+local window = tonumber(ARGV[4])
+if window == 0 then
+  return {'first'}
 end
-return {'done', body}
+local sent = redis.call('INCR', KEYS[4])
+if sent == 1 then
+  redis.call('EXPIRE', KEYS[4], window)
+end
+return {'first', sent, redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
 """
 
 
@@ -215,7 +225,7 @@ class Store:
         keys = [self.key("dedupe", message_key), self.key("session", openid or ""), self.key("audience", openid or ""),
                 self.key("rate", openid or "")]
         deadline = time.time() * 1000 + self._clock_offset_ms + self._timeout_ms + LATE_SLACK_MS
-        args = [PENDING, PENDING_TTL * 1000, int(deadline), RATE_WINDOW if openid else 0]
+        args = [PENDING, PENDING_TTL * 1000, int(deadline), RATE_WINDOW if openid else 0, int(ORPHAN_AFTER * 1000)]
 
         def run() -> tuple[Claim, dict[str, Any]]:
             reply = self._begin(keys=keys, args=args)
@@ -237,6 +247,19 @@ class Store:
         """Mark a delivery as being answered, or report the earlier delivery's state."""
         return self.begin(message_key, None)[0]
 
+    def wait(self, message_key: str, openid: str | None, timeout: float) -> tuple[Claim, dict[str, Any]]:
+        """A retry of a delivery still being answered: wait for its reply, or take over an orphaned claim.
+
+        Returns ``done`` with the reply, ``first`` (answer it yourself: the claim was orphaned,
+        or Redis is gone), or ``pending`` if nothing came in time.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            claim, session = self.begin(message_key, openid)
+            if claim.state != "pending" or time.monotonic() + POLL_INTERVAL >= deadline:
+                return claim, session
+            time.sleep(POLL_INTERVAL)
+
     def wait_for_reply(self, message_key: str, timeout: float) -> bytes | None:
         """Poll for the reply another worker is computing; None if it is not there in time."""
         key = self.key("dedupe", message_key)
@@ -245,7 +268,7 @@ class Store:
             body = self._call("wait", lambda: self.client.get(key), None)
             if body is None and not self.available:
                 return None
-            if body is not None and body != PENDING:
+            if body is not None and not body.startswith(PENDING):
                 return body
             time.sleep(POLL_INTERVAL)
         return None

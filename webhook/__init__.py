@@ -116,9 +116,13 @@ def receive() -> Response:
         _log(inbound, started, "duplicate", delivery="retry")
         return _plain(claim.body)
     if claim.state == "pending":
-        body = store.wait_for_reply(inbound.key, config["RETRY_WAIT"])
-        _log(inbound, started, "duplicate" if body else "duplicate_timeout", delivery="retry")
-        return _plain(body or SUCCESS)
+        claim, session = store.wait(inbound.key, openid, config["RETRY_WAIT"])
+        if claim.state == "pending":
+            _log(inbound, started, "duplicate_timeout", delivery="retry")
+            return _plain(SUCCESS)
+        if claim.state == "done":
+            _log(inbound, started, "duplicate", delivery="retry")
+            return _plain(claim.body)
 
     outcome = _limited(inbound, claim, config["RATE_LIMIT"]) or _decide(inbound, session)
     try:
