@@ -60,17 +60,6 @@ loglevel = "info"
 # No query string in the access log: it holds the openid (WeChat adds ``openid=``) and the signatures.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 
-# Metrics: every worker writes its counters to files here; /metrics adds them up (metrics.py).
-# This file is read again on every reload (HUP): the directory made the first time is kept.
-try:
-    _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.load()["PROMETHEUS_MULTIPROC_DIR"]
-except settings.ConfigError:
-    _metrics_dir = ""  # on_starting reports the configuration problem
-if not _metrics_dir:
-    _metrics_dir = tempfile.mkdtemp(prefix="xueji-metrics-")
-    os.environ["XUEJI_METRICS_DIR_TEMPORARY"] = "1"
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-
 
 def on_starting(server):
     try:
@@ -78,8 +67,16 @@ def on_starting(server):
         settings.require_token(config)
     except settings.ConfigError as exc:
         sys.exit(f"xueji-bot cannot start: {exc}")
+    # Metrics: every worker writes its counters to files here and /metrics adds them up (metrics.py).
+    # The workers inherit the variable; a reload (HUP) keeps the directory.
+    directory = config["PROMETHEUS_MULTIPROC_DIR"]
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="xueji-metrics-")
+        server._xueji_metrics_tmp = directory
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.makedirs(directory, exist_ok=True)
     # Counters from an earlier run would be added to this run's: start from an empty directory.
-    for stale in Path(_metrics_dir).glob("*.db"):
+    for stale in Path(directory).glob("*.db"):
         stale.unlink()
     if not config["REDIS_URL"]:
         embedded = EmbeddedRedis(Path(config["INSTANCE_PATH"])).start()
@@ -99,5 +96,6 @@ def on_exit(server):
     embedded = getattr(server, "_xueji_embedded", None)
     if embedded is not None:
         embedded.stop()
-    if os.environ.get("XUEJI_METRICS_DIR_TEMPORARY"):
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
+    temporary = getattr(server, "_xueji_metrics_tmp", None)
+    if temporary:
+        shutil.rmtree(temporary, ignore_errors=True)
