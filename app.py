@@ -7,7 +7,6 @@ commands under ``flask``. Production runs the same factory under gunicorn
 """
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import signal
@@ -26,6 +25,8 @@ from werkzeug.exceptions import HTTPException
 
 import bot
 import config as settings
+import logs
+import metrics
 from knowledge.base import KnowledgeError
 
 
@@ -34,6 +35,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=False)
     app.config.update(settings.load(config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    logs.configure(app.config["LOG_LEVEL"])
+    metrics.init(app.config)
     # Under the flask CLI (`flask kb …`) nothing is built until a command needs it, so
     # `flask kb validate` can report a broken knowledge base instead of failing to start.
     app.extensions["xueji"] = None if os.environ.get("FLASK_RUN_FROM_CLI") == "true" else bot.build(app.config)
@@ -45,6 +48,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from webhook import bp as webhook_bp
 
     app.register_blueprint(webhook_bp)
+    app.register_blueprint(metrics.bp)
     app.cli.add_command(kb_cli)
     app.cli.add_command(menu_cli)
     app.cli.add_command(chat)
@@ -69,7 +73,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def main() -> None:
     """Run the whole bot on this machine: embedded Redis, a development token if none is set."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
     # A plain `kill` (systemd, CI, tests) must still run the atexit clean-up that stops the embedded Redis.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     overrides: dict[str, str] = {}

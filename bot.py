@@ -15,6 +15,7 @@ from flask import current_app
 from wechatpy.crypto import WeChatCrypto
 
 import config as settings
+import metrics
 import state
 from embedded_redis import EmbeddedRedis
 from knowledge.base import KnowledgeBase, KnowledgeError, Problem, load
@@ -87,6 +88,7 @@ def connect_store(config: dict[str, Any], start_embedded: bool = True) -> state.
         prefix=config["REDIS_PREFIX"],
         session_ttl=config["SESSION_TTL"],
         embedded=embedded,
+        on_error=metrics.redis_error,
     )
 
 

@@ -14,6 +14,16 @@ from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent
 
+def flag(raw: str) -> bool:
+    """``1``/``true``/``yes``/``on`` (any case) is on; ``0``/``false``/``no``/``off`` is off."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 # name -> (default, converter)
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "WECHAT_TOKEN": ("", str),
@@ -35,6 +45,11 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "KB_RELOAD_INTERVAL": (0.25, float),
     "TRUSTED_PROXIES": (0, int),
     "ADMIN_SESSION_HOURS": (8, int),
+    "ALLOW_PLAINTEXT": (False, flag),
+    "RATE_LIMIT": (20, int),
+    "TIMESTAMP_WINDOW": (300, int),
+    "PROMETHEUS_MULTIPROC_DIR": ("", str),
+    "LOG_LEVEL": ("INFO", str),
 }
 HANDOFF_MODES = ("contacts", "kf")
 

@@ -4,9 +4,30 @@ Runs the same ``create_app`` factory as ``python app.py``. Every worker shares
 one Redis (``REDIS_URL``); without one, the master starts the embedded server
 once and hands its socket to the workers, so a single host still works.
 A missing WECHAT_TOKEN stops the start with a clear message.
+
+Worker model (measured with ``bench/load.py`` on a 2-core machine, wrk on the
+same cores, 16 keep-alive connections; figures in the README):
+
+* ``gthread`` with keep-alive: the 16 connections are accepted by whichever
+  worker wakes first and stay there, so one worker often does all the work
+  while the other idles (the same happens behind nginx's upstream keepalive).
+* ``sync`` workers, one per core plus one: the kernel hands every new
+  connection to an idle worker, so both cores work. A sync worker closes the
+  connection after each reply (no keep-alive), which costs a TCP handshake on
+  the loopback/LAN hop from nginx — far less than an idle core. A retried
+  delivery that waits for the first one (``RETRY_WAIT``) holds one worker, so
+  there are more workers than cores.
+
+So: ``sync``, ``2 × cores + 1`` workers by default (``WEB_CONCURRENCY`` to
+override; ``GUNICORN_WORKER_CLASS=gthread`` and ``GUNICORN_THREADS`` for the
+other model). The app is not preloaded, so ``kill -HUP <master>`` (``systemctl
+reload``) replaces the workers one by one with freshly loaded code and
+knowledge while the old ones finish their requests.
 """
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,16 +39,26 @@ from embedded_redis import EmbeddedRedis  # noqa: E402
 
 wsgi_app = "app:create_app()"
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '5000')}")
-workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
-# Threads let a retried delivery wait for the first one without holding a whole worker.
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-# WeChat gives up after 5 s; a request still running after 10 s is a bug, not load.
-timeout = 10
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 1)))
+threads = int(os.environ.get("GUNICORN_THREADS", "1" if worker_class == "sync" else "8"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "2"))
+backlog = 512
+# WeChat gives up after 5 s and the slowest legitimate path (a retry waiting RETRY_WAIT = 4 s for the
+# first delivery) ends before that: a request still running after 6 s is stuck, not busy.
+timeout = 6
 graceful_timeout = 10
-accesslog = "-"
+# A worker that grew (or leaked) is replaced now and then, staggered so they never all restart at once.
+max_requests = 50000
+max_requests_jitter = 5000
+# gunicorn 27's control socket sits at one path per user: several bots (or a bot and a benchmark) on one
+# host would fight over it, and systemd's `reload` is the operator's interface anyway.
+control_socket_disable = True
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 errorlog = "-"
 loglevel = "info"
+# No query string in the access log: it holds the openid (WeChat adds ``openid=``) and the signatures.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 
 
 def on_starting(server):
@@ -36,6 +67,17 @@ def on_starting(server):
         settings.require_token(config)
     except settings.ConfigError as exc:
         sys.exit(f"xueji-bot cannot start: {exc}")
+    # Metrics: every worker writes its counters to files here and /metrics adds them up (metrics.py).
+    # The workers inherit the variable; a reload (HUP) keeps the directory.
+    directory = config["PROMETHEUS_MULTIPROC_DIR"]
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="xueji-metrics-")
+        server._xueji_metrics_tmp = directory
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.makedirs(directory, exist_ok=True)
+    # Counters from an earlier run would be added to this run's: start from an empty directory.
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
     if not config["REDIS_URL"]:
         embedded = EmbeddedRedis(Path(config["INSTANCE_PATH"])).start()
         os.environ["REDIS_URL"] = embedded.url
@@ -43,7 +85,17 @@ def on_starting(server):
         server.log.info("no REDIS_URL: embedded Redis on %s", embedded.url)
 
 
+def child_exit(server, worker):
+    """A worker's live gauges must not outlive it (its counters stay, summed into the totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def on_exit(server):
     embedded = getattr(server, "_xueji_embedded", None)
     if embedded is not None:
         embedded.stop()
+    temporary = getattr(server, "_xueji_metrics_tmp", None)
+    if temporary:
+        shutil.rmtree(temporary, ignore_errors=True)

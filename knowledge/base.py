@@ -57,6 +57,7 @@ REQUIRED_TEXTS: dict[str, set[str]] = {
     "media": set(),
     "voice_unrecognized": set(),
     "error": set(),
+    "slow_down": set(),
     "unknown_menu": set(),
     "more_trailer": set(),
     "no_more": set(),

@@ -12,6 +12,16 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 export PYTHONDONTWRITEBYTECODE=1
 
+# tests/test_deploy.py runs `nginx -t` on deploy/nginx-site.conf with a self-signed certificate (openssl).
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "== installing ${missing[*]} (Debian) =="
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 echo "== knowledge base =="
 .venv/bin/flask --app app kb validate
 

@@ -59,10 +59,12 @@ def kb() -> KnowledgeBase:
     return load()
 
 
-@pytest.fixture(scope="module")
-def live_app(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[LiveApp]:
+@pytest.fixture(scope="module", params=["app.py", "gunicorn"])
+def live_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[LiveApp]:
+    """The bot as ``python app.py`` and, for the same tests once more, under deploy/gunicorn.conf.py."""
     prefix = f"test:{uuid.uuid4().hex[:10]}:"
-    app = start_app(tmp_path_factory.mktemp("app"), REDIS_URL=redis_url, REDIS_PREFIX=prefix)
+    server = "gunicorn" if request.param == "gunicorn" else "app"
+    app = start_app(tmp_path_factory.mktemp("app"), server=server, REDIS_URL=redis_url, REDIS_PREFIX=prefix)
     yield app
     app.stop()
     drop_keys(redis_url, prefix)

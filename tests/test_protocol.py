@@ -1,13 +1,15 @@
 """Protocol unit tests, on WeChat's own published vectors (../shared/wechat-notes.md)."""
 from __future__ import annotations
 
+import base64
+import codecs
 import xml.etree.ElementTree as ET
 
 import pytest
 from wechatpy.crypto import WeChatCrypto
 
 from knowledge.paging import REPLY_LIMIT, utf8_len
-from webhook.protocol import ProtocolError, cdata_safe, parse, text_reply, verify_signature
+from webhook.protocol import ProtocolError, cdata_safe, check_fresh, parse, seal, text_reply, verify_signature
 from wechatsim import message_xml, signature, text_message
 
 SAMPLE = {
@@ -154,3 +156,117 @@ def test_reply_never_exceeds_the_limit() -> None:
     content = _reply_content(text_reply(inbound.message, "学籍" * 2000))
     assert utf8_len(content) <= REPLY_LIMIT
     assert content.startswith("学籍学籍")
+
+
+# --- hardening: every input is decoded or refused with a 4xx ------------------------------------
+
+def _plain_args(token: str = "test", timestamp: str = "1410685589", nonce: str = "test") -> dict[str, str]:
+    return {"timestamp": timestamp, "nonce": nonce, "signature": signature(token, timestamp, nonce)}
+
+
+@pytest.mark.parametrize(
+    "timestamp, nonce",
+    [("１４１０６８５５８９", "1"), ("1" * 13, "1"), ("-1", "1"), ("1.5", "1"), ("1", "]]></Nonce><Evil>1</Evil><Nonce><![CDATA["),
+     ("1", "a" * 65), ("1", "nonce with spaces"), ("1", "ñ")],
+)
+def test_timestamp_and_nonce_are_checked_before_use(timestamp: str, nonce: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        verify_signature("test", _plain_args(timestamp=timestamp, nonce=nonce))
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("given", ["F21891DE399B4E33A1A93C9A7B8A8FFFB5A443FF", "f21891de399b4e33a1a93c9a7b8a8fffb5a443ff"])
+def test_signature_is_compared_in_any_case(given: str) -> None:
+    verify_signature("test", {"signature": given, "timestamp": "1410685589", "nonce": "test"})
+
+
+@pytest.mark.parametrize("bad", ["f21891de399b4e33a1a93c9a7b8a8fffb5a443f", "ｆ" * 40, "x" * 40, "f21891de399b4e33a1a93c9a7b8a8fffb5a443ff0"])
+def test_malformed_signatures_are_403(bad: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        verify_signature("test", {"signature": bad, "timestamp": "1410685589", "nonce": "test"})
+    assert refused.value.status == 403
+
+
+@pytest.mark.parametrize("skew, fresh", [(0, True), (-299, True), (299, True), (-301, False), (301, False), (-30 * 86400, False), (3600, False)])
+def test_timestamps_outside_the_window_are_refused(skew: int, fresh: bool) -> None:
+    now = 1_700_000_000
+    args = {"timestamp": str(now + skew)}
+    if fresh:
+        check_fresh(args, 300, now=now)
+    else:
+        with pytest.raises(ProtocolError) as refused:
+            check_fresh(args, 300, now=now)
+        assert refused.value.status == 403 and "server time" in refused.value.reason
+
+
+def test_plaintext_is_refused_when_a_key_is_configured_unless_allowed() -> None:
+    crypto = WeChatCrypto(SAMPLE["token"], SAMPLE["key"], SAMPLE["appid"])
+    body = message_xml(text_message("你好")).encode()
+    with pytest.raises(ProtocolError) as refused:
+        parse(body, {}, crypto, plaintext_ok=False)
+    assert refused.value.status == 403
+    assert parse(body, {}, crypto, plaintext_ok=True).message.content == "你好"
+    assert parse(body, {}, None, plaintext_ok=False).message.content == "你好"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "gbk", "gb18030", "utf-8-sig", "bom-less utf-16-le", "bom-less utf-16-be"])
+def test_bodies_in_other_encodings_are_decoded(encoding: str) -> None:
+    xml = message_xml(text_message("学信网怎么注册"))
+    if encoding in ("utf-16-le", "utf-16-be"):
+        body = codecs.BOM_UTF16_LE + xml.encode(encoding) if encoding.endswith("le") else codecs.BOM_UTF16_BE + xml.encode(encoding)
+    elif encoding.startswith("bom-less"):
+        body = xml.encode(encoding.split()[1])
+    elif encoding in ("utf-16", "utf-32", "utf-8-sig"):
+        body = xml.encode(encoding)
+    else:
+        body = f'<?xml version="1.0" encoding="{encoding}"?>{xml}'.encode(encoding)
+    assert parse(body, {}, None).message.content == "学信网怎么注册"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '<?xml version="1.0" encoding="klingon"?><xml/>'.encode(),
+        '<?xml version="1.0" encoding="utf-8"?><xml><Content>\xff</Content></xml>'.encode("latin-1"),
+        b"<xml><Content>\x00</Content></xml>",
+        '<?xml version="1.0" encoding="utf-16"?><xml/>'.encode(),  # declares UTF-16, is not
+        '<?xml version="1.0" encoding="ascii"?><xml><Content>学</Content></xml>'.encode("utf-8"),
+    ],
+)
+def test_undecodable_bodies_are_400(body: bytes) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse(body, {}, None)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("field", ["MsgId", "CreateTime"])
+@pytest.mark.parametrize("value", ["²", "①", "١٢٣", "１２３", "9" * 20000, "12a", "", "-5"])
+def test_numeric_fields_must_be_a_sane_number_of_ascii_digits(field: str, value: str) -> None:
+    fields = {**text_message("你好"), field: value}
+    with pytest.raises(ProtocolError) as refused:
+        parse(message_xml(fields).encode(), {}, None)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("encrypt", ["!!!!", "====", "", "QUJD", "YWJj" * 11, base64.b64encode(b"x" * 48).decode(), base64.b64encode(bytes(range(256)) * 2).decode(), "a" * 10001])
+def test_garbage_encrypt_is_400(encrypt: str) -> None:
+    crypto = WeChatCrypto(SAMPLE["token"], SAMPLE["key"], SAMPLE["appid"])
+    body = f"<xml><ToUserName>x</ToUserName><Encrypt>{encrypt}</Encrypt></xml>".encode()
+    args = _sample_args(msg_signature=signature(SAMPLE["token"], SAMPLE["timestamp"], SAMPLE["nonce"], encrypt))
+    with pytest.raises(ProtocolError) as refused:
+        parse(body, args, crypto)
+    assert refused.value.status == 400
+
+
+def test_seal_refuses_an_unchecked_nonce() -> None:
+    crypto = WeChatCrypto(SAMPLE["token"], SAMPLE["key"], SAMPLE["appid"])
+    with pytest.raises(ValueError):
+        seal("<xml/>", crypto, "]]></Nonce><Evil>1</Evil><Nonce><![CDATA[", "1409735669")
+    envelope = ET.fromstring(seal("<xml/>", crypto, "1320562132", "1409735669"))
+    assert [child.tag for child in envelope] == ["Encrypt", "MsgSignature", "TimeStamp", "Nonce"]
+
+
+def test_subscribe_with_scene_is_read_as_wechatpy_does() -> None:
+    body = message_xml({"ToUserName": "gh", "FromUserName": "o-a", "CreateTime": 1, "MsgType": "event", "Event": "subscribe", "EventKey": "qrscene_42"})
+    inbound = parse(body.encode(), {}, None)
+    assert inbound.message.event == "subscribe_scan" and inbound.message.scene_id == "42"

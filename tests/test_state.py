@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,46 @@ def test_forget_deletes_the_students_keys(store: Store) -> None:
     store.commit("m1", b"r", "o-reset", Effects(outcome="audience", session={"pages": ["x"]}, audience="ouc"))
     store.forget("o-reset")
     assert store.session("o-reset") == {}
+
+def test_begin_claims_counts_and_reads_in_one_call(store: Store) -> None:
+    store.commit(None, b"", "o-a", Effects(outcome="clarify", session={"candidates": ["a", "b"]}))
+    store.client.set(store.key("audience", "o-a"), "graduate")
+    claim, session = store.begin("msg:100", "o-a")
+    assert claim == state.Claim("first", sent=1)
+    assert session == {"candidates": ["a", "b"], "audience": "graduate"}
+    assert store.begin("msg:101", "o-a")[0].sent == 2
+    assert store.begin("msg:100", "o-a") == (state.Claim("pending"), {})
+    assert 0 < store.client.ttl(store.key("rate", "o-a")) <= state.RATE_WINDOW
+    store.commit("msg:100", b"reply", "o-a", Effects(outcome="answer"))
+    assert store.begin("msg:100", "o-a") == (state.Claim("done", b"reply"), {})
+    assert store.begin("msg:102", "o-a")[0].sent == 3, "retries are not counted against the limit"
+
+
+def test_a_claim_arriving_after_its_deadline_is_not_written(store: Store) -> None:
+    store.sync_clock()
+    store._clock_offset_ms -= 10_000  # as if the script ran 10 s after the bot sent it (a stalled Redis)
+    claim, session = store.begin("msg:late", "o-late")
+    assert claim.state == "first" and session == {}
+    assert store.client.get(store.key("dedupe", "msg:late")) is None
+    assert store.client.get(store.key("rate", "o-late")) is None
+
+
+def test_an_orphaned_pending_claim_is_taken_over(store: Store) -> None:
+    old = int((time.time() - state.ORPHAN_AFTER - 1) * 1000)
+    store.client.set(store.key("dedupe", "msg:orphan"), state.PENDING + str(old).encode(), px=state.PENDING_TTL * 1000)
+    assert store.begin("msg:orphan", "o-a")[0] == state.Claim("first", sent=1)
+    assert store.begin("msg:orphan", "o-a")[0] == state.Claim("pending")
+    assert store.wait("msg:orphan", "o-a", timeout=0.2)[0] == state.Claim("pending")
+
+
+def test_unsubscribing_deletes_every_per_student_key(store: Store) -> None:
+    store.begin("msg:200", "o-gone")
+    store.client.set(store.key("audience", "o-gone"), "undergrad")
+    store.commit("msg:200", b"r", "o-gone", Effects(outcome="answer", session={"pages": ["2"]}))
+    store.commit(None, b"", "o-gone", Effects(outcome="unsubscribe", forget=True))
+    assert not store.client.exists(store.key("session", "o-gone"), store.key("audience", "o-gone"), store.key("rate", "o-gone"))
+
+
+def test_flooded_messages_are_not_counted(store: Store) -> None:
+    store.commit("msg:300", b"", "o-flood", Effects(outcome="rate_limited", unanswered="spam"), today=TODAY)
+    assert store.stats(TODAY) == {} and store.unanswered(TODAY) == []

@@ -330,8 +330,9 @@ def test_log_lines_are_structured_and_hold_no_openid_or_text(live_app: LiveApp, 
     assert student not in log and question not in log
     lines = [line for line in log.splitlines() if "xueji.webhook" in line and '"outcome"' in line]
     assert lines, log[-2000:]
-    record = json.loads(lines[-1].split("xueji.webhook ", 1)[1])
-    assert set(record) >= {"user", "type", "outcome", "topic", "latency_ms"}
+    record = json.loads(lines[-1])
+    assert record["logger"] == "xueji.webhook" and record["level"] == "info"
+    assert set(record) >= {"ts", "user", "type", "outcome", "topic", "latency_ms"}
     assert record["type"] == "text" and isinstance(record["latency_ms"], float)
 
 

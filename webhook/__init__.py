@@ -1,14 +1,16 @@
 """The ``/wechat`` endpoint that the official account's 服务器配置 points at.
 
-request → verify → parse (decrypt) → dedupe → decide (handlers) → reply
-(encrypt) → store reply and effects together → one log line. Every refusal is
-a 4xx with a short reason; anything that goes wrong after parsing becomes the
-apology text, so WeChat never sees a 500.
+request → verify (signature, replay window) → parse (decrypt) → begin (one
+Redis round trip: dedupe claim, rate count, session) → decide (handlers) →
+reply (encrypt) → commit reply and effects together (one round trip) → one JSON
+log line and the metrics. Every refusal is a 4xx with a short reason and a log
+line; anything that goes wrong after parsing becomes the apology text, so WeChat
+never sees a 500. A student over ``RATE_LIMIT`` messages a minute gets one
+「慢一点」 reply, then ``success``; those messages are kept out of the statistics.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 
@@ -17,9 +19,10 @@ from wechatpy.replies import TransferCustomerServiceReply
 
 import bot
 import handlers
-from state import Effects
+import metrics
+from state import Claim, Effects
 
-from .protocol import Inbound, ProtocolError, parse, seal, text_reply, verify_signature
+from .protocol import Inbound, ProtocolError, check_fresh, parse, seal, text_reply, verify_signature
 
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger("xueji.webhook")
@@ -33,6 +36,8 @@ def _plain(body: bytes | str, status: int = 200) -> Response:
 
 @bp.errorhandler(ProtocolError)
 def refused(error: ProtocolError) -> Response:
+    log.warning({"refused": error.status, "reason": error.reason, "method": request.method})
+    metrics.refused(error.status)
     return _plain(error.reason, error.status)
 
 
@@ -75,37 +80,57 @@ def _render(inbound: Inbound, outcome: handlers.Outcome) -> bytes:
 
 
 def _log(inbound: Inbound, started: float, outcome: str, topic: str | None = None, delivery: str = "first") -> None:
+    """One JSON line per message (no text, the openid hashed) and the same facts as metrics."""
     current = bot.current()
-    log.info(json.dumps({
-        "user": _user_hash(inbound.message.source, current.config["SECRET_KEY"]),
-        "type": f"event:{inbound.event}" if inbound.event else inbound.msg_type,
-        "outcome": outcome,
-        "topic": topic,
-        "delivery": delivery,
-        "redis": "up" if current.store.available else "down",
-        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-    }, ensure_ascii=False))
+    kind = f"event:{inbound.event}" if inbound.event else inbound.msg_type
+    seconds = time.perf_counter() - started
+    available = current.store.available
+    metrics.message(kind, outcome, seconds, degraded=not available)
+    if log.isEnabledFor(logging.INFO):
+        log.info({
+            "user": _user_hash(inbound.message.source, current.config["SECRET_KEY"]),
+            "type": kind[:40],
+            "outcome": outcome,
+            "topic": topic,
+            "delivery": delivery,
+            "redis": "up" if available else "down",
+            "latency_ms": round(seconds * 1000, 2),
+        })
+
+
+def _limited(inbound: Inbound, claim: Claim, limit: int) -> handlers.Outcome | None:
+    """Over the limit: the first message past it gets 「慢一点」, the rest nothing (unfollowing is never limited)."""
+    if limit <= 0 or claim.sent <= limit or inbound.event == "unsubscribe":
+        return None
+    reply = bot.current().kb.text("slow_down") if claim.sent == limit + 1 else None
+    return handlers.Outcome(reply=reply, effects=Effects(outcome="rate_limited"))
 
 
 @bp.post("/wechat")
 def receive() -> Response:
     started = time.perf_counter()
     current = bot.current()
-    verify_signature(current.config["WECHAT_TOKEN"], request.args)
-    inbound = parse(request.get_data(), request.args, current.crypto)
+    config = current.config
+    verify_signature(config["WECHAT_TOKEN"], request.args)
+    check_fresh(request.args, config["TIMESTAMP_WINDOW"])
+    inbound = parse(request.get_data(), request.args, current.crypto, plaintext_ok=config["ALLOW_PLAINTEXT"])
     store = current.store
+    openid = inbound.message.source
 
-    claim = store.claim(inbound.key)
+    claim, session = store.begin(inbound.key, openid)
     if claim.state == "done":
         _log(inbound, started, "duplicate", delivery="retry")
         return _plain(claim.body)
     if claim.state == "pending":
-        body = store.wait_for_reply(inbound.key, current.config["RETRY_WAIT"])
-        _log(inbound, started, "duplicate" if body else "duplicate_timeout", delivery="retry")
-        return _plain(body or SUCCESS)
+        claim, session = store.wait(inbound.key, openid, config["RETRY_WAIT"])
+        if claim.state == "pending":
+            _log(inbound, started, "duplicate_timeout", delivery="retry")
+            return _plain(SUCCESS)
+        if claim.state == "done":
+            _log(inbound, started, "duplicate", delivery="retry")
+            return _plain(claim.body)
 
-    openid = inbound.message.source
-    outcome = _decide(inbound, store.session(openid))
+    outcome = _limited(inbound, claim, config["RATE_LIMIT"]) or _decide(inbound, session)
     try:
         body = _render(inbound, outcome)
     except Exception:

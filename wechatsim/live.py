@@ -1,4 +1,8 @@
-"""Start the real bot (``python app.py``) on a free port, as an operator would, for tests and benchmarks."""
+"""Start the real bot on a free port, as an operator would, for tests and benchmarks.
+
+``python app.py`` by default; ``server="gunicorn"`` runs ``gunicorn -c deploy/gunicorn.conf.py``
+(two workers unless ``WEB_CONCURRENCY`` says otherwise), the production setup.
+"""
 from __future__ import annotations
 
 import os
@@ -62,7 +66,7 @@ class LiveApp:
             self.process.kill()
 
 
-def start_app(tmp: Path, **env: str) -> LiveApp:
+def start_app(tmp: Path, server: str = "app", **env: str) -> LiveApp:
     """Start the bot on a free port and wait until /healthz answers (or its process dies)."""
     port = free_port()
     log = tmp / f"app-{port}.log"
@@ -72,12 +76,19 @@ def start_app(tmp: Path, **env: str) -> LiveApp:
         "WECHAT_TOKEN": TOKEN,
         "WECHAT_APP_ID": APP_ID,
         "WECHAT_ENCODING_AES_KEY": AES_KEY,
+        # The test app serves all three modes at once, as during a switch-over (兼容模式).
+        "ALLOW_PLAINTEXT": "1",
         "INSTANCE_PATH": str(tmp / "instance"),
         "PYTHONUNBUFFERED": "1",
         **env,
     }
+    if server == "gunicorn":
+        environment.setdefault("WEB_CONCURRENCY", "2")
+        command = [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py"]
+    else:
+        command = [sys.executable, "app.py"]
     handle = log.open("wb")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environment, stdout=handle, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=handle, stderr=subprocess.STDOUT)
     app = LiveApp(process, port, log, env.get("REDIS_PREFIX", "xueji:"), env.get("REDIS_URL") or f"unix://{tmp}/instance/redis.sock")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -86,7 +97,7 @@ def start_app(tmp: Path, **env: str) -> LiveApp:
         try:
             if requests.get(f"{app.base}/healthz", timeout=1).status_code == 200:
                 return app
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # gunicorn's socket accepts before a worker is up
             pass
         time.sleep(0.05)
     app.stop()
