@@ -58,7 +58,9 @@ def submit(changes: dict[str, str | None], render: Render, place: Place, done_ur
         return render(422, field_errors=by_field, general_errors=general)
     if action == "try":
         question = (form.get("try_question") or "").strip()
-        return render(200, trial=run_trial(kb, matcher, question) if question else None, draft_trial=True)
+        audience = form.get("try_audience")
+        return render(200, trial=run_trial(kb, matcher, question, audience) if question else None, draft_trial=True,
+                      try_audience=audience)
     if action != "confirm":
         changed = what_would_change(changes)
         if changed:

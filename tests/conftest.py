@@ -20,6 +20,7 @@ import state  # noqa: E402
 from embedded_redis import EmbeddedRedis  # noqa: E402
 from knowledge.base import KnowledgeBase, load  # noqa: E402
 from wechatsim.live import AES_KEY, APP_ID, ROOT, TOKEN, LiveApp, free_port, start_app  # noqa: E402,F401
+from wechatsim import WeChatServer, text_message  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +76,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "redis_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.redis)
+
+
+STATEMENTS = {"undergrad": "我是本科生", "graduate": "我是研究生", "ouc": "我在国开读书"}
+
+
+def introduce(server: WeChatServer, kb: KnowledgeBase, openid: str, audience: str = "undergrad") -> None:
+    """Say who the student is, as a student does before the bot answers an entry whose answer differs by audience."""
+    said = server.send(text_message(STATEMENTS[audience], openid=openid), mode="safe")
+    assert said.status == 200 and said.content == kb.text("audience_set", audience), said.body
+
+
+def for_everyone(kb: KnowledgeBase, *entry_ids: str) -> tuple[str, ...]:
+    """Entries answered alike for every audience, so a first message gets the answer itself (not the audience question)."""
+    assert not [e for e in entry_ids if kb.depends_on_audience(e)], "each entry must be written for everyone"
+    return entry_ids

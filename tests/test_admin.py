@@ -22,7 +22,7 @@ import bot
 import state
 from admin import auth
 from app import create_app
-from conftest import TOKEN, LiveApp, drop_keys, start_app
+from conftest import TOKEN, LiveApp, drop_keys, introduce, start_app
 from console_helpers import create_user_cli, csrf, field_errors, form, forms, wait_for
 from knowledge import impact
 from knowledge.base import KnowledgeBase
@@ -406,13 +406,20 @@ def test_disabling_an_entry_stops_the_bot_using_it(console: Console) -> None:
     assert f'class="disabled" data-entry="{entry_id}"' in client.get("/admin/entries").text
 
 
+def _menu_entry(console: Console) -> str:
+    """An entry a menu button answers with directly (``entry: <id>``), read from the live menu."""
+    menu = yaml.safe_load(console.live.read("menu.yaml")[0])
+    return next(b["entry"] for top in menu["button"] for b in [top, *top.get("sub_button", [])] if b.get("entry"))
+
+
 def test_an_entry_the_menu_points_at_cannot_be_disabled(console: Console) -> None:
     client = console.signed_in()
-    data = edit_form(client, f"/admin/entries/{ENTRY}").data(("action", "confirm"))
+    entry_id = _menu_entry(console)
+    data = edit_form(client, f"/admin/entries/{entry_id}").data(("action", "confirm"))
     data["enabled"] = "0"
-    response = client.post(f"/admin/entries/{ENTRY}", data=data)
+    response = client.post(f"/admin/entries/{entry_id}", data=data)
     assert response.status_code == 422 and "menu.yaml" in html.unescape(response.text)
-    assert console.entry()["enabled"] is True and console.live.version() == 0
+    assert console.entry(entry_id)["enabled"] is True and console.live.version() == 0
 
 
 # --- 试一试 and what would change ---------------------------------------------------------
@@ -703,6 +710,7 @@ def test_over_http_an_edit_is_answered_by_the_webhook(served_app: LiveApp, kb: K
     assert saved.status_code == 302, saved.text
     question = kb.entries[ENTRY].question
     wechat = served_app.wechat()
+    introduce(wechat, kb, "o-student")  # the edited answer is the default one, which 本专科生 get
     reply = wait_for(lambda: (r := wechat.send(text_message(question), mode="safe")).content and r.content.startswith(new_answer) and r, timeout=10)
     assert reply.status == 200
     assert http.post(f"{served_app.base}/admin/entries/{ENTRY}", data={"answer": "x"}, timeout=10).status_code == 400

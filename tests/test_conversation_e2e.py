@@ -15,6 +15,8 @@ from typing import Callable, Iterator
 import pytest
 import yaml
 
+import state
+
 from conftest import ROOT, LiveApp, drop_keys, start_app
 from embedded_redis import EmbeddedRedis
 from knowledge.base import KnowledgeBase, load
@@ -184,7 +186,7 @@ def test_human_contacts_mode_and_unfollow_deletes_every_key(live_app: LiveApp, k
     student.says("我是研究生")
     assert kb.contact("graduate") in student.says("转人工")
     student.says(kb.entries["xueli-certification"].question)
-    assert {k.split(":")[-2] for k in student.keys()} == {"session", "audience"}
+    assert {k.split(":")[-2] for k in student.keys()} == set(state.STUDENT_KEYS)  # session, audience, rate
     before = stats(live_app)
     assert student.send(event_message("unsubscribe", openid=student.openid)).body == b"success"
     assert student.keys() == []

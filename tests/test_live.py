@@ -21,7 +21,7 @@ from openpyxl import load_workbook
 import bot
 import config as settings
 import state
-from conftest import ROOT, start_app
+from conftest import ROOT, for_everyone, start_app
 from embedded_redis import EmbeddedRedis
 from knowledge.impact import impact, labelled_questions
 from knowledge.live import Conflict, Invalid, LiveKnowledge, entry_from_yaml, entry_to_yaml, read_folder
@@ -189,7 +189,13 @@ def test_a_disabled_entry_is_never_answered_or_offered(live: LiveKnowledge) -> N
     assert entry_from_yaml(changes[entry_path(entry_id)])["enabled"] is False
 
 
-@pytest.mark.parametrize("entry_id, where", [("diploma-lost", "menu.yaml"), ("chsi-what", "rules.yaml")])
+def menu_entry() -> str:
+    """The first entry a menu button answers with directly (``entry:``), read from the shipped menu."""
+    menu = yaml.safe_load((SHIPPED / "menu.yaml").read_text(encoding="utf-8"))
+    return next(b["entry"] for top in menu["button"] for b in [top, *top.get("sub_button", [])] if b.get("entry"))
+
+
+@pytest.mark.parametrize("entry_id, where", [(menu_entry(), "menu.yaml"), ("chsi-what", "rules.yaml")])
 def test_an_entry_the_menu_or_a_rule_answers_with_cannot_be_disabled(live: LiveKnowledge, entry_id: str, where: str) -> None:
     changes, _ = edited(live, entry_id, lambda e: e.update(enabled=False))
     problems = live.validate(changes)
@@ -434,7 +440,9 @@ def test_an_edit_saved_through_one_process_is_answered_by_another_within_two_sec
         apps.append(start_app(tmp_path / name, REDIS_URL=redis_url, REDIS_PREFIX=prefix))
     try:
         servers = [app.wechat() for app in apps]
-        question = live.build()[1].entries["xueli-query"].question
+        kb = live.build()[1]
+        (entry_id,) = for_everyone(kb, "xueli-certification")  # every fresh student gets the answer itself
+        question = kb.entries[entry_id].question
         failures: list[str] = []
         replies = 0
         stop = threading.Event()
@@ -452,7 +460,7 @@ def test_an_edit_saved_through_one_process_is_answered_by_another_within_two_sec
         asker = threading.Thread(target=keep_asking, daemon=True)
         asker.start()
         tag = marker()
-        changes, revs = edited(live, "xueli-query", with_answer(f"请登录学信网查询。{tag}"))
+        changes, revs = edited(live, entry_id, with_answer(f"请登录学信网申请学历认证。{tag}"))
         live.save(changes, "alice", revs)
         saved = time.monotonic()
         seen_at = None
