@@ -127,7 +127,11 @@ def _ask_knowledge(shipped: bool) -> tuple[KnowledgeBase, Matcher]:
 @click.option("--shipped", is_flag=True, help="Answer from the shipped folder only, ignoring staff edits.")
 @click.argument("question", nargs=-1)
 def ask(as_json: bool, shipped: bool, question: tuple[str, ...]) -> None:
-    """Answer QUESTIONs (or each line of standard input) as the bot would answer a first message."""
+    """Answer QUESTIONs (or each line of standard input) as the bot would answer a first message.
+
+    An answer that differs by audience is shown as the profile's default audience gets it (action "answer"),
+    where a real student whose audience is not known yet is first asked who they are.
+    """
     kb, matcher = _ask_knowledge(shipped)
     for text in _questions(question):
         report = _report(text, respond(handlers.Context(kb=kb, matcher=matcher, ask_audience=False), text))

@@ -300,13 +300,27 @@ def _check_menu(menu: Menu, entries: dict[str, Entry], broken: set[str], texts: 
 
 
 def _check_conversation(conversation: Conversation, entries: dict[str, Entry], broken: set[str], problems: list[Problem]) -> None:
+    """Every named entry exists, and no list is left empty. A disabled entry is left out of its lists, so one may
+    be disabled, but not the last enabled one of a group (a menu button or the help list would offer nothing)."""
+    def only_disabled(ids: Iterable[str]) -> list[str]:
+        ids = list(ids)
+        if not ids or any(e not in entries for e in ids) or any(entries[e].enabled for e in ids):
+            return []
+        return ids
+
     for entry_id in conversation.welcome_topics:
         if entry_id not in entries and entry_id not in broken:
             problems.append(Problem("conversation.yaml", None, f"welcome topic {entry_id!r} is not an entry"))
+    if disabled := only_disabled(conversation.welcome_topics):
+        problems.append(Problem("conversation.yaml", None,
+                                f"every welcome topic is a disabled entry ({', '.join(disabled)}): keep one enabled"))
     for group in conversation.groups.values():
         for entry_id in group.entries:
             if entry_id not in entries and entry_id not in broken:
                 problems.append(Problem("conversation.yaml", None, f"group {group.key!r} names unknown entry {entry_id!r}"))
+        if disabled := only_disabled(group.entries):
+            problems.append(Problem("conversation.yaml", None,
+                                    f"group {group.key!r} names only disabled entries ({', '.join(disabled)}): keep one enabled"))
 
 
 def _profile_warnings(profile: Profile) -> list[Problem]:

@@ -202,6 +202,22 @@ def test_an_entry_the_menu_or_a_rule_answers_with_cannot_be_disabled(live: LiveK
     assert any(p.file == where and f"disabled entry {entry_id!r}" in p.message for p in problems), problems
 
 
+def test_a_group_may_lose_an_entry_but_not_every_one(live: LiveKnowledge) -> None:
+    """A disabled entry drops out of its numbered lists; a group left with none would offer the student nothing."""
+    kb = live.build()[1]
+    named = yaml.safe_load(live.read("menu.yaml")[0] or "") or {}
+    direct = {b.get("entry") for top in named.get("button", []) for b in [top, *top.get("sub_button", [])]}
+    direct |= {r.get("entry") for r in (yaml.safe_load(live.read("rules.yaml")[0] or "") or {}).get("rules", [])}
+    group = next(g for g in kb.conversation.groups.values() if len(g.entries) >= 2 and not direct & set(g.entries))
+    one, _ = edited(live, group.entries[0], lambda e: e.update(enabled=False))
+    assert live.validate(one) == []
+    every: dict[str, str] = {}
+    for entry_id in group.entries:
+        every.update(edited(live, entry_id, lambda e: e.update(enabled=False))[0])
+    problems = live.validate(every)
+    assert any(p.file == "conversation.yaml" and f"group {group.key!r} names only disabled entries" in p.message for p in problems), problems
+
+
 # --- folders and spreadsheets ---
 
 
