@@ -436,6 +436,21 @@ def test_try_shows_the_decision_candidates_and_reply_of_the_live_bot(console: Co
     assert re.search(r'data-action="(fallback|clarify)"', fallback)
 
 
+def test_try_answers_as_the_chosen_audience_and_defaults_to_the_profiles(console: Console) -> None:
+    client = console.signed_in()
+    kb = console.bot.kb
+    entry_id = next(e for e in sorted(kb.entries) if any(v.audience != kb.profile.default_audience for v in kb.entries[e].variants))
+    other = next(v.audience for v in kb.entries[entry_id].variants if v.audience != kb.profile.default_audience)
+    question = kb.entries[entry_id].question
+    for chosen, asked in ((kb.profile.default_audience, {}), (other, {"audience": other})):
+        page = client.get("/admin/try", query_string={"q": question, **asked}).text
+        assert 'data-action="answer"' in page and f'data-audience="{chosen}"' in page
+        assert re.search(rf'<option value="{chosen}" selected>', page)
+        bubbles = [html.unescape(b) for b in re.findall(r'<div class="bubble" data-page="\d+">(.*?)</div>', page, re.S)]
+        assert bubbles == kb.paginate(kb.answer(entry_id, chosen))
+    assert kb.answer(entry_id, other) != kb.answer(entry_id, kb.profile.default_audience)
+
+
 def test_try_on_an_edit_page_uses_the_unsaved_draft(console: Console) -> None:
     client = console.signed_in()
     question = console.bot.kb.entries[ENTRY].question
