@@ -53,7 +53,10 @@ def served(kb: KnowledgeBase) -> KnowledgeBase:
 
 
 def knowledge(config: dict[str, Any]) -> tuple[KnowledgeBase, Matcher]:
-    """The knowledge base and its matcher index: all the CLI needs to answer like the webhook."""
+    """The knowledge base of a folder and its matcher index: all the CLI needs to answer like the webhook.
+
+    Disabled entries are left out of both, so they are never answered or offered; a keyword rule
+    answering with one is a problem (the loader already refuses a menu button pointing at one)."""
     folder = Path(config["KNOWLEDGE_DIR"])
     kb = load(folder)
     rules_path = folder / "rules.yaml"

@@ -32,9 +32,9 @@ import state
 from .base import KnowledgeBase, KnowledgeError, Problem
 from .matcher import Matcher
 
-SUFFIXES = (".yaml", ".txt")
+SUFFIXES = (".yaml", ".yml", ".txt", ".json", ".csv", ".tsv")  # the data files a knowledge folder holds
 MAX_FILE_BYTES = 512 * 1024
-_PATH = re.compile(r"^(?:[a-z0-9_][a-z0-9_.-]*/)*[a-z0-9_][a-z0-9_.-]*\.(?:yaml|txt)$")
+_PATH = re.compile(r"^(?:[a-z0-9_][a-z0-9_.-]*/)*[a-z0-9_][a-z0-9_.-]*\.(?:yaml|yml|txt|json|csv|tsv)$")
 Changes = Mapping[str, "str | None"]
 
 
@@ -58,9 +58,9 @@ def read_folder(folder: Path) -> dict[str, str]:
     """Every knowledge file under ``folder`` (YAML and word lists), by relative path; code and caches are skipped."""
     files: dict[str, str] = {}
     for path in sorted(Path(folder).rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_file() and path.suffix in SUFFIXES and not any(part.startswith((".", "__")) for part in path.relative_to(folder).parts):
-            files[rel] = path.read_text(encoding="utf-8")
+        parts = path.relative_to(folder).parts
+        if path.is_file() and path.suffix in SUFFIXES and not any(part.startswith((".", "__")) for part in parts):
+            files["/".join(parts)] = path.read_text(encoding="utf-8")
     return files
 
 
@@ -97,7 +97,7 @@ def _path_problems(changes: Changes) -> list[Problem]:
             problems.append(Problem(path, None, "not a knowledge file path (like entries/<id>.yaml or texts.yaml)"))
         elif text is not None and len(text.encode("utf-8")) > MAX_FILE_BYTES:
             problems.append(Problem(path, None, f"over {MAX_FILE_BYTES // 1024} KB"))
-        elif text is not None and path.endswith(".yaml"):
+        elif text is not None and path.endswith((".yaml", ".yml")):
             try:
                 yaml.safe_load(text)
             except yaml.YAMLError as exc:
