@@ -255,6 +255,8 @@ def test_redis_outage_is_a_503_page_not_a_500(tmp_path: Path) -> None:
     client = app.test_client()
     response = login(client, "alice", PASSWORD)
     assert response.status_code == 503 and "暂时无法使用" in response.text
+    result = app.test_cli_runner().invoke(args=["admin", "list-users"])
+    assert result.exit_code != 0 and "Redis does not answer" in result.output
 
 
 # --- entries ------------------------------------------------------------------------------
