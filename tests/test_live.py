@@ -447,7 +447,7 @@ def test_an_edit_saved_through_one_process_is_answered_by_another_within_two_sec
                     if reply.status != 200 or not reply.content:
                         failures.append(f"{reply.status}: {reply.body[:200]!r}")
                     replies += 1
-                stop.wait(0.05)
+                stop.wait(0.2)
 
         asker = threading.Thread(target=keep_asking, daemon=True)
         asker.start()
@@ -461,15 +461,16 @@ def test_an_edit_saved_through_one_process_is_answered_by_another_within_two_sec
             if tag in (reply.content or ""):
                 seen_at = time.monotonic() - saved
                 break
-            time.sleep(0.05)
-        assert seen_at is not None, f"the other process did not answer with the edit within 2 s:\n{apps[1].log_text()[-1500:]}"
+            time.sleep(0.1)
+        reloads = [line for line in apps[1].log_text().splitlines() if " bot " in line]
+        assert seen_at is not None, f"the other process did not answer with the edit within 2 s: {reloads}"
         deadline = time.monotonic() + 5
         while tag not in (servers[0].send(text_message(question, openid="o-check"), mode="safe").content or ""):
             assert time.monotonic() < deadline, "the saving side never served its own edit"
             time.sleep(0.05)
         stop.set()
         asker.join(10)
-        assert replies > 10 and failures == []
+        assert replies >= 4 and failures == []
         for app in apps:
             assert "Traceback" not in app.log_text() and "knowledge version 1 live" in app.log_text()
     finally:
