@@ -9,11 +9,11 @@ seen before it goes live.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 import yaml
 
-from .matcher import Match, Matcher
+from .matcher import Match
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SET = ROOT.parent / "shared" / "eval" / "dev-questions.yaml"
@@ -53,11 +53,17 @@ def labelled_questions(dev_set: Path = DEV_SET, bench: Path = BENCH) -> list[tup
     return list(seen.items())
 
 
+class Decides(Protocol):
+    """A matcher, or anything that answers like one (the console remembers the live matcher's decisions)."""
+
+    def match(self, question: str) -> Match: ...
+
+
 def _decision(match: Match) -> tuple[str, str | None, tuple[str, ...]]:
     return match.action, match.entry_id, tuple(match.candidates) if match.action == "clarify" else ()
 
 
-def impact(old: Matcher, new: Matcher, questions: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+def impact(old: Decides, new: Decides, questions: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
     """The questions whose decision (action, entry, clarify list) differs, old → new, in the order given."""
     changed = []
     for question, source in questions:
