@@ -365,6 +365,19 @@ def test_the_reloader_swaps_in_a_saved_edit_and_keeps_the_old_knowledge_when_a_b
     assert sum("cannot be built" in r.getMessage() for r in caplog.records) == 1, "a failed version is logged once"
     assert running_bot.version == 1 and tag in running_bot.kb.render("xueli-query")
 
+    # Redis emptied (a flushed or new server): the shipped folder is the truth again
+    live.store.client.delete(live.store.key("kb", "version"), live.store.key("kb", "overlay"))
+    assert reloader.check() is True
+    assert running_bot.version == 0 and tag not in running_bot.kb.render("xueli-query")
+
+
+def test_a_process_started_after_an_edit_serves_it(live: LiveKnowledge, redis_url: str, prefix: str) -> None:
+    tag = marker()
+    changes, revs = edited(live, "xueli-query", with_answer(f"请登录学信网查询。{tag}"))
+    live.save(changes, "alice", revs)
+    started = bot.build(settings.load({"WECHAT_TOKEN": "t", "REDIS_URL": redis_url, "REDIS_PREFIX": prefix, "KB_RELOAD_INTERVAL": "0"}, env={}))
+    assert started.version == 1 and tag in started.kb.render("xueli-query")
+
 
 def test_the_reloader_thread_is_a_daemon_survives_an_outage_and_stops(tmp_path: Path, config: dict[str, Any]) -> None:
     server = EmbeddedRedis(tmp_path).start()
