@@ -13,6 +13,7 @@ from typing import Any, Iterable, Protocol
 
 import yaml
 
+from .base import SAFE_LOADER
 from .matcher import Match
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ def labelled_questions(dev_set: Path = DEV_SET, bench: Path = BENCH) -> list[tup
     seen: dict[str, str] = {}
     for path in paths:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
         except (OSError, yaml.YAMLError):
             continue
         for question in _questions(data):

@@ -29,7 +29,7 @@ import yaml
 
 import state
 
-from .base import KnowledgeBase, KnowledgeError, Problem
+from .base import SAFE_LOADER, KnowledgeBase, KnowledgeError, Problem
 from .matcher import Matcher
 
 SUFFIXES = (".yaml", ".yml", ".txt", ".json", ".csv", ".tsv")  # the data files a knowledge folder holds
@@ -99,7 +99,7 @@ def _path_problems(changes: Changes) -> list[Problem]:
             problems.append(Problem(path, None, f"over {MAX_FILE_BYTES // 1024} KB"))
         elif text is not None and path.endswith((".yaml", ".yml")):
             try:
-                yaml.safe_load(text)
+                yaml.load(text, Loader=SAFE_LOADER)
             except yaml.YAMLError as exc:
                 problems.append(Problem(path, None, f"cannot read: {exc}"))
     return problems
@@ -325,7 +325,7 @@ def _links(items: Any) -> list[dict[str, str]]:
 
 def entry_from_yaml(text: str) -> dict[str, Any]:
     """An entry file as a plain dict with every field present (lists empty, ``enabled`` True when not set)."""
-    data = yaml.safe_load(text) or {}
+    data = yaml.load(text, Loader=SAFE_LOADER) or {}
     raw = data.get("entry", {}) if isinstance(data, dict) else {}
     raw = raw if isinstance(raw, dict) else {}
     updated = raw.get("updated")
