@@ -4,6 +4,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from knowledge.live import LiveKnowledge
 from knowledge.matcher import Matcher, load_rules
 
 log = logging.getLogger(__name__)
+BUILD_SWITCH_INTERVAL = 0.0005  # seconds: how long a rebuild may hold the GIL while a message waits (Python's default: 0.005)
 
 
 @dataclass
@@ -54,7 +56,10 @@ def served(kb: KnowledgeBase) -> KnowledgeBase:
 
 
 def knowledge(config: dict[str, Any]) -> tuple[KnowledgeBase, Matcher]:
-    """The knowledge base and its matcher index: all the CLI needs to answer like the webhook."""
+    """The knowledge base of a folder and its matcher index: all the CLI needs to answer like the webhook.
+
+    Disabled entries are left out of both, so they are never answered or offered; a keyword rule
+    answering with one is a problem (the loader already refuses a menu button pointing at one)."""
     folder = Path(config["KNOWLEDGE_DIR"])
     kb = load(folder)
     rules_path = folder / "rules.yaml"
@@ -154,6 +159,8 @@ class Reloader:
         if version is None or version == self.bot.version or version == self._failed:
             return False
         started = time.perf_counter()
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, BUILD_SWITCH_INTERVAL))  # messages wait less for the GIL meanwhile
         try:
             built, kb, matcher = self.live.build()
         except KnowledgeError as exc:
@@ -163,6 +170,8 @@ class Reloader:
         except (redis.RedisError, OSError) as exc:
             log.warning("knowledge version %d cannot be read (%s); trying again", version, exc.__class__.__name__)
             return False
+        finally:
+            sys.setswitchinterval(switch)
         self.bot.knowledge_pair = (kb, matcher)
         self.bot.version = built
         log.info("knowledge version %d live (built in %.2f s)", built, time.perf_counter() - started)

@@ -57,7 +57,9 @@ def _protect() -> None:
 
 @bp.after_request
 def _no_store(response: Response) -> Response:
-    response.headers.setdefault("Cache-Control", "no-store")
+    """Console pages hold staff-only data: never cached, never framed (the stylesheet may be cached)."""
+    if request.endpoint != "admin.static":
+        response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")

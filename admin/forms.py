@@ -14,9 +14,8 @@ from typing import Any, Iterable
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from werkzeug.datastructures import MultiDict
-from wtforms import FieldList, FormField, HiddenField, SelectMultipleField, StringField, TextAreaField
+from wtforms import Field, FieldList, FormField, HiddenField, StringField, TextAreaField
 from wtforms import Form as PlainForm
-from wtforms.widgets import CheckboxInput, ListWidget
 
 from knowledge.base import Problem
 
@@ -26,9 +25,12 @@ TRUE = ("1", "y", "yes", "on", "true")
 ENTRY_FIELDS = ("id", "question", "similar", "keywords", "answer", "links", "source", "audience", "variants", "enabled")
 
 
-class MultiCheckbox(SelectMultipleField):
-    widget = ListWidget(prefix_label=False)
-    option_widget = CheckboxInput()
+class MultiValue(Field):
+    """Every value sent under one name (a group of checkboxes, drawn by the template)."""
+
+    def process_formdata(self, valuelist: list[str]) -> None:
+        if valuelist:
+            self.data = list(valuelist)
 
 
 class EntryForm(FlaskForm):
@@ -39,7 +41,7 @@ class EntryForm(FlaskForm):
     answer = TextAreaField()
     links = TextAreaField()
     source = TextAreaField()
-    audience = MultiCheckbox()
+    audience = MultiValue(default=[])
     base_rev = HiddenField()
     try_question = StringField()
     message = StringField()
@@ -54,9 +56,7 @@ def entry_form(audiences: dict[str, str], **kwargs: Any) -> EntryForm:
     for key, label in audiences.items():
         setattr(Form, f"variant_{key}", TextAreaField(name=f"variant-{key}"))
         setattr(Form, f"variant_{key}_links", TextAreaField(name=f"variant-{key}-links"))
-    form = Form(**kwargs)
-    form.audience.choices = [*audiences.items(), ("all", "all")]
-    return form
+    return Form(**kwargs)
 
 
 def lines(text: str | None) -> list[str]:

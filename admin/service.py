@@ -114,4 +114,4 @@ def questions_to_check() -> list[tuple[str, str]]:
 def what_would_change(changes: Changes) -> list[dict[str, Any]]:
     """Decisions that differ between the live matcher and the draft (old → new)."""
     _, new = draft(changes)
-    return impact_module.impact(_live_decisions(), new, questions_to_check())  # type: ignore[arg-type]
+    return impact_module.impact(_live_decisions(), new, questions_to_check())

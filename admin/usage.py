@@ -55,10 +55,11 @@ def days(count: int = DAYS) -> tuple[list[Day], dict[str, int]]:
 
 
 def _nice_max(value: int) -> int:
-    for step in (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000):
+    """The chart's top: a round number that splits into four whole grid steps."""
+    for step in (4, 8, 12, 20, 40, 60, 80, 100, 200, 400, 600, 800, 1000, 2000, 4000, 6000, 8000, 10000, 20000, 40000, 100000):
         if value <= step:
             return step
-    return value
+    return -(-value // 4) * 4
 
 
 def chart(rows: list[Day]) -> dict[str, Any]:

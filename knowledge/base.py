@@ -209,9 +209,13 @@ class KnowledgeBase:
         return None
 
 
+# libyaml's loader when PyYAML has it: the same data, eight times faster (a live reload reads every file)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path, problems: list[Problem], name: str | None = None) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         problems.append(Problem(name or path.name, None, f"cannot read: {exc}"))
         return None
@@ -258,7 +262,7 @@ def _load_entries(folder: Path, problems: list[Problem]) -> tuple[dict[str, Entr
 def _catalogue_ids(catalogue: Path | None) -> list[str]:
     if catalogue is None or not catalogue.exists():
         return []
-    data = yaml.safe_load(catalogue.read_text(encoding="utf-8")) or {}
+    data = yaml.load(catalogue.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
     return [t["id"] for t in data.get("topics", [])]
 
 

@@ -9,11 +9,12 @@ seen before it goes live.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 import yaml
 
-from .matcher import Match, Matcher
+from .base import SAFE_LOADER
+from .matcher import Match
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SET = ROOT.parent / "shared" / "eval" / "dev-questions.yaml"
@@ -43,7 +44,7 @@ def labelled_questions(dev_set: Path = DEV_SET, bench: Path = BENCH) -> list[tup
     seen: dict[str, str] = {}
     for path in paths:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
         except (OSError, yaml.YAMLError):
             continue
         for question in _questions(data):
@@ -53,11 +54,17 @@ def labelled_questions(dev_set: Path = DEV_SET, bench: Path = BENCH) -> list[tup
     return list(seen.items())
 
 
+class Decides(Protocol):
+    """A matcher, or anything that answers like one (the console remembers the live matcher's decisions)."""
+
+    def match(self, question: str) -> Match: ...
+
+
 def _decision(match: Match) -> tuple[str, str | None, tuple[str, ...]]:
     return match.action, match.entry_id, tuple(match.candidates) if match.action == "clarify" else ()
 
 
-def impact(old: Matcher, new: Matcher, questions: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+def impact(old: Decides, new: Decides, questions: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
     """The questions whose decision (action, entry, clarify list) differs, old → new, in the order given."""
     changed = []
     for question, source in questions:

@@ -29,12 +29,12 @@ import yaml
 
 import state
 
-from .base import KnowledgeBase, KnowledgeError, Problem
+from .base import SAFE_LOADER, KnowledgeBase, KnowledgeError, Problem
 from .matcher import Matcher
 
-SUFFIXES = (".yaml", ".txt")
+SUFFIXES = (".yaml", ".yml", ".txt", ".json", ".csv", ".tsv")  # the data files a knowledge folder holds
 MAX_FILE_BYTES = 512 * 1024
-_PATH = re.compile(r"^(?:[a-z0-9_][a-z0-9_.-]*/)*[a-z0-9_][a-z0-9_.-]*\.(?:yaml|txt)$")
+_PATH = re.compile(r"^(?:[a-z0-9_][a-z0-9_.-]*/)*[a-z0-9_][a-z0-9_.-]*\.(?:yaml|yml|txt|json|csv|tsv)$")
 Changes = Mapping[str, "str | None"]
 
 
@@ -58,9 +58,9 @@ def read_folder(folder: Path) -> dict[str, str]:
     """Every knowledge file under ``folder`` (YAML and word lists), by relative path; code and caches are skipped."""
     files: dict[str, str] = {}
     for path in sorted(Path(folder).rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_file() and path.suffix in SUFFIXES and not any(part.startswith((".", "__")) for part in path.relative_to(folder).parts):
-            files[rel] = path.read_text(encoding="utf-8")
+        parts = path.relative_to(folder).parts
+        if path.is_file() and path.suffix in SUFFIXES and not any(part.startswith((".", "__")) for part in parts):
+            files["/".join(parts)] = path.read_text(encoding="utf-8")
     return files
 
 
@@ -97,9 +97,9 @@ def _path_problems(changes: Changes) -> list[Problem]:
             problems.append(Problem(path, None, "not a knowledge file path (like entries/<id>.yaml or texts.yaml)"))
         elif text is not None and len(text.encode("utf-8")) > MAX_FILE_BYTES:
             problems.append(Problem(path, None, f"over {MAX_FILE_BYTES // 1024} KB"))
-        elif text is not None and path.endswith(".yaml"):
+        elif text is not None and path.endswith((".yaml", ".yml")):
             try:
-                yaml.safe_load(text)
+                yaml.load(text, Loader=SAFE_LOADER)
             except yaml.YAMLError as exc:
                 problems.append(Problem(path, None, f"cannot read: {exc}"))
     return problems
@@ -325,7 +325,7 @@ def _links(items: Any) -> list[dict[str, str]]:
 
 def entry_from_yaml(text: str) -> dict[str, Any]:
     """An entry file as a plain dict with every field present (lists empty, ``enabled`` True when not set)."""
-    data = yaml.safe_load(text) or {}
+    data = yaml.load(text, Loader=SAFE_LOADER) or {}
     raw = data.get("entry", {}) if isinstance(data, dict) else {}
     raw = raw if isinstance(raw, dict) else {}
     updated = raw.get("updated")

@@ -11,6 +11,13 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 export PYTHONDONTWRITEBYTECODE=1
+# The console's browser test drives Debian's chromium (Playwright never downloads a browser here);
+# a CJK font makes its screenshots readable.
+if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s fonts-wqy-microhei >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+  fi
+fi
 
 # tests/test_deploy.py runs `nginx -t` on deploy/nginx-site.conf with a self-signed certificate (openssl).
 missing=()

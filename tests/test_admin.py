@@ -139,6 +139,7 @@ def test_every_page_renders_for_staff(console: Console, path: str) -> None:
     assert response.status_code in (200, 302), response.text
     if response.status_code == 200 and response.mimetype == "text/html":
         assert "<html lang=\"zh-CN\">" in response.text and "Traceback" not in response.text
+    assert response.headers["Cache-Control"] == "no-store" and response.headers["X-Frame-Options"] == "DENY"
 
 
 def test_sign_in_sets_a_safe_cookie_and_sign_out_ends_it(console: Console) -> None:
@@ -255,6 +256,8 @@ def test_redis_outage_is_a_503_page_not_a_500(tmp_path: Path) -> None:
     client = app.test_client()
     response = login(client, "alice", PASSWORD)
     assert response.status_code == 503 and "暂时无法使用" in response.text
+    result = app.test_cli_runner().invoke(args=["admin", "list-users"])
+    assert result.exit_code != 0 and "Redis does not answer" in result.output
 
 
 # --- entries ------------------------------------------------------------------------------

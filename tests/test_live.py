@@ -387,6 +387,19 @@ def test_the_reloader_swaps_in_a_saved_edit_and_keeps_the_old_knowledge_when_a_b
     assert sum("cannot be built" in r.getMessage() for r in caplog.records) == 1, "a failed version is logged once"
     assert running_bot.version == 1 and tag in running_bot.kb.render("xueli-query")
 
+    # Redis emptied (a flushed or new server): the shipped folder is the truth again
+    live.store.client.delete(live.store.key("kb", "version"), live.store.key("kb", "overlay"))
+    assert reloader.check() is True
+    assert running_bot.version == 0 and tag not in running_bot.kb.render("xueli-query")
+
+
+def test_a_process_started_after_an_edit_serves_it(live: LiveKnowledge, redis_url: str, prefix: str) -> None:
+    tag = marker()
+    changes, revs = edited(live, "xueli-query", with_answer(f"请登录学信网查询。{tag}"))
+    live.save(changes, "alice", revs)
+    started = bot.build(settings.load({"WECHAT_TOKEN": "t", "REDIS_URL": redis_url, "REDIS_PREFIX": prefix, "KB_RELOAD_INTERVAL": "0"}, env={}))
+    assert started.version == 1 and tag in started.kb.render("xueli-query")
+
 
 def test_the_reloader_thread_is_a_daemon_survives_an_outage_and_stops(tmp_path: Path, config: dict[str, Any]) -> None:
     server = EmbeddedRedis(tmp_path).start()
@@ -471,7 +484,7 @@ def test_an_edit_saved_through_one_process_is_answered_by_another_within_two_sec
                     if reply.status != 200 or not reply.content:
                         failures.append(f"{reply.status}: {reply.body[:200]!r}")
                     replies += 1
-                stop.wait(0.05)
+                stop.wait(0.2)
 
         asker = threading.Thread(target=keep_asking, daemon=True)
         asker.start()
@@ -485,15 +498,20 @@ def test_an_edit_saved_through_one_process_is_answered_by_another_within_two_sec
             if tag in (reply.content or ""):
                 seen_at = time.monotonic() - saved
                 break
-            time.sleep(0.05)
-        assert seen_at is not None, f"the other process did not answer with the edit within 2 s:\n{apps[1].log_text()[-1500:]}"
+            time.sleep(0.1)
+        if seen_at is None:
+            late = time.monotonic() + 15
+            while time.monotonic() < late and " bot " not in apps[1].log_text():
+                time.sleep(0.1)
+            reloads = [line for line in apps[1].log_text().splitlines() if " bot " in line]
+            pytest.fail(f"the other process did not answer with the edit within 2 s; its reload, {time.monotonic() - saved:.1f} s after the save: {reloads}")
         deadline = time.monotonic() + 5
         while tag not in (servers[0].send(text_message(question, openid="o-check"), mode="safe").content or ""):
             assert time.monotonic() < deadline, "the saving side never served its own edit"
             time.sleep(0.05)
         stop.set()
         asker.join(10)
-        assert replies > 10 and failures == []
+        assert replies >= 4 and failures == []
         for app in apps:
             assert "Traceback" not in app.log_text() and "knowledge version 1 live" in app.log_text()
     finally:
