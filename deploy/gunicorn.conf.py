@@ -5,22 +5,26 @@ one Redis (``REDIS_URL``); without one, the master starts the embedded server
 once and hands its socket to the workers, so a single host still works.
 A missing WECHAT_TOKEN stops the start with a clear message.
 
-Worker model (measured with ``bench/load.py`` on a 2-core machine, wrk on the
-same cores, 16 keep-alive connections; figures in the README):
+Worker model (measured with ``bench/load.py`` and a four-way A/B on the same
+2-core machine, wrk, Redis and other work sharing the cores; figures in the README):
 
-* ``gthread`` with keep-alive: the 16 connections are accepted by whichever
-  worker wakes first and stay there, so one worker often does all the work
-  while the other idles (the same happens behind nginx's upstream keepalive).
-* ``sync`` workers, one per core plus one: the kernel hands every new
-  connection to an idle worker, so both cores work. A sync worker closes the
-  connection after each reply (no keep-alive), which costs a TCP handshake on
-  the loopback/LAN hop from nginx — far less than an idle core. A retried
-  delivery that waits for the first one (``RETRY_WAIT``) holds one worker, so
-  there are more workers than cores.
+* ``sync`` workers (3 or 5): every request is a new connection and a process
+  wake-up; on a busy machine the bot managed 83–130 req/s, a third of gthread.
+* ``gthread`` with keep-alive: fast (250–290 req/s), but the 16 keep-alive
+  connections are accepted by whichever worker wakes first and stay there, so
+  on a quiet machine one worker does all the work while the other idles (the
+  same happens behind nginx's upstream keepalive).
+* ``gthread`` without keep-alive (``keepalive = 0``): as fast (210–290 req/s)
+  and each request is accepted by a worker that is free at that moment, so
+  both cores work. The price is a TCP handshake per request on the loopback (or
+  LAN) hop from nginx, far less than an idle core.
+* ``reuse_port`` does not help: the master binds once and the workers share
+  that socket, so the kernel has no per-worker sockets to balance.
 
-So: ``sync``, ``2 × cores + 1`` workers by default (``WEB_CONCURRENCY`` to
-override; ``GUNICORN_WORKER_CLASS=gthread`` and ``GUNICORN_THREADS`` for the
-other model). The app is not preloaded, so ``kill -HUP <master>`` (``systemctl
+So: ``gthread``, one worker per core, 4 threads each (a retry waiting for the
+first delivery holds a thread, not a worker), no keep-alive. ``WEB_CONCURRENCY``,
+``GUNICORN_WORKER_CLASS``, ``GUNICORN_THREADS`` and ``GUNICORN_KEEPALIVE``
+override. The app is not preloaded, so ``kill -HUP <master>`` (``systemctl
 reload``) replaces the workers one by one with freshly loaded code and
 knowledge while the old ones finish their requests.
 """
@@ -39,13 +43,13 @@ from embedded_redis import EmbeddedRedis  # noqa: E402
 
 wsgi_app = "app:create_app()"
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '5000')}")
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
-workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 1)))
-threads = int(os.environ.get("GUNICORN_THREADS", "1" if worker_class == "sync" else "8"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "2"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+workers = int(os.environ.get("WEB_CONCURRENCY", str(max(2, os.cpu_count() or 1))))
+threads = int(os.environ.get("GUNICORN_THREADS", "1" if worker_class == "sync" else "4"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "0"))
 backlog = 512
 # WeChat gives up after 5 s and the slowest legitimate path (a retry waiting RETRY_WAIT = 4 s for the
-# first delivery) ends before that: a request still running after 6 s is stuck, not busy.
+# first delivery) ends before that: a worker silent for 6 s is stuck, not busy.
 timeout = 6
 graceful_timeout = 10
 # A worker that grew (or leaked) is replaced now and then, staggered so they never all restart at once.

@@ -14,7 +14,6 @@ import os
 import secrets
 import time
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import pytest

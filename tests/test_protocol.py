@@ -270,3 +270,19 @@ def test_subscribe_with_scene_is_read_as_wechatpy_does() -> None:
     body = message_xml({"ToUserName": "gh", "FromUserName": "o-a", "CreateTime": 1, "MsgType": "event", "Event": "subscribe", "EventKey": "qrscene_42"})
     inbound = parse(body.encode(), {}, None)
     assert inbound.message.event == "subscribe_scan" and inbound.message.scene_id == "42"
+
+
+@pytest.mark.parametrize("msg_type", ["device_event", "device_text", "event"])
+@pytest.mark.parametrize("event", ["", None])
+def test_empty_or_missing_event_is_read_or_refused_never_raised(msg_type: str, event: str | None) -> None:
+    """Found by tests/test_fuzz.py: ``<Event><![CDATA[]]></Event>`` on a device_event crashed the parser."""
+    fields = {"ToUserName": "gh", "FromUserName": "o-a", "CreateTime": 1, "MsgType": msg_type}
+    if event is not None:
+        fields["Event"] = event
+    body = message_xml(fields).encode()
+    if msg_type == "event":
+        with pytest.raises(ProtocolError) as refused:
+            parse(body, {}, None)
+        assert refused.value.status == 400
+    else:
+        assert parse(body, {}, None).msg_type == msg_type

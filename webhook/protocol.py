@@ -204,7 +204,8 @@ def _message(fields: dict[str, Any]) -> BaseMessage:
     """wechatpy's ``parse_message`` from fields already parsed (it would parse the XML a second time)."""
     message_type = fields["MsgType"].lower()
     if message_type == "event" or message_type.startswith("device_"):
-        event_type = fields["Event"].lower() if "Event" in fields else None
+        event = fields.get("Event")  # an empty <Event/> parses as None
+        event_type = event.lower() if isinstance(event, str) else None
         if event_type is None and message_type.startswith("device_"):
             event_type = message_type
         elif message_type.startswith("device_"):
