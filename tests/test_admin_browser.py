@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 import state
-from conftest import ROOT, TOKEN, LiveApp, drop_keys, start_app
+from conftest import ROOT, TOKEN, LiveApp, drop_keys, introduce, start_app
 from console_helpers import create_user_cli, wait_for
 from knowledge.base import KnowledgeBase
 from wechatsim import text_message
@@ -84,7 +84,13 @@ def test_staff_edit_try_save_and_teach_in_a_real_browser(served: LiveApp, browse
     store = served.store()
     _seed_usage(store, dt.date.today())
     # the first phrasing the bot falls back on is recorded as unanswered, as any student's would be
-    unanswered = next((p for p in PHRASINGS if wechat.send(text_message(p), mode="safe").content == kb.text("fallback")), None)
+
+    def falls_back(phrasing: str) -> bool:
+        before = store.stats(dt.date.today()).get("outcome:fallback", 0)
+        reply = wechat.send(text_message(phrasing, openid=f"o-{uuid.uuid4().hex[:8]}"), mode="safe")
+        return reply.status == 200 and store.stats(dt.date.today()).get("outcome:fallback", 0) == before + 1
+
+    unanswered = next((p for p in PHRASINGS if falls_back(p)), None)
     assert unanswered, "one of the phrasings must be beyond the shipped knowledge"
 
     context = browser.new_context(viewport=DESKTOP, locale="zh-CN")
@@ -119,6 +125,7 @@ def test_staff_edit_try_save_and_teach_in_a_real_browser(served: LiveApp, browse
     if page.locator("button[name=action][value=confirm]").count():
         page.click("button[name=action][value=confirm]")
     page.wait_for_selector("p.flash.ok")
+    introduce(wechat, kb, "o-student")  # the edited answer is the default one, which 本专科生 get
     reply = wait_for(lambda: (r := wechat.send(text_message(kb.entries[ENTRY].question), mode="safe")).content and r.content.startswith(new_answer) and r, timeout=15)
     assert reply.status == 200
 
