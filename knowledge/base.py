@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .paging import REPLY_LIMIT, paginate, utf8_len
 from .schema import Entry, EntryFile, Menu, MenuButton, Profile
-from .text import compact
+from .text import SAFE_LOADER, compact
 
 DATA_DIR = Path(__file__).resolve().parent
 CATALOGUE = DATA_DIR.parent.parent / "shared" / "topics.yaml"
@@ -153,7 +153,7 @@ class KnowledgeBase:
 
 def _read_yaml(path: Path, problems: list[Problem], name: str | None = None) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         problems.append(Problem(name or path.name, None, f"cannot read: {exc}"))
         return None
