@@ -73,12 +73,14 @@ class Tally:
     talk: int = 0
     talk_ok: int = 0
     scores: list[tuple[float, bool]] = field(default_factory=list)
+    sweep: list[tuple[float, bool, bool]] = field(default_factory=list)  # (confidence, top entry right, in domain)
     misses: list[str] = field(default_factory=list)
 
     def add(self, other: "Tally") -> None:
         for name in ("n", "hit", "resolved", "wrong", "clarify", "fallback", "ood", "ood_answered", "ood_clarified", "talk", "talk_ok"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.scores += other.scores
+        self.sweep += other.sweep
         self.misses += other.misses
 
     def figures(self) -> dict[str, float]:
@@ -109,6 +111,8 @@ def score_items(matcher: Matcher, qs: QuestionSet, voice: str | None = None) -> 
         t.resolved += hit or (m.action == "clarify" and any(c in item.expect for c in m.candidates))
         if answered:
             t.scores.append((m.score, hit))
+        if m.action in ("answer", "clarify", "fallback") and m.candidates:
+            t.sweep.append((m.score, m.candidates[0] in item.expect, True))
         if not hit:
             t.misses.append(f"{item.q}\n    expected {'/'.join(item.expect)}; got {m.action} {m.entry_id or ','.join(m.candidates)} ({m.score:.2f})")
     for item in filter(keep, qs.out_of_domain):
@@ -119,6 +123,8 @@ def score_items(matcher: Matcher, qs: QuestionSet, voice: str | None = None) -> 
         t.ood_clarified += m.action == "clarify"
         if answered:
             t.scores.append((m.score, False))
+        if m.action in ("answer", "clarify", "fallback") and m.candidates:
+            t.sweep.append((m.score, False, False))
         if answered or m.action == "clarify":
             t.misses.append(f"{item.q}\n    expected fallback; got {m.action} {m.entry_id or ','.join(m.candidates)} ({m.score:.2f})")
     for item in filter(keep, qs.smalltalk):
@@ -149,6 +155,19 @@ def print_reliability(t: Tally) -> None:
         inside = [right for score, right in t.scores if low <= score < high]
         if inside:
             print(f"    {low:.2f}-{min(high, 1.0):.2f}    {len(inside):8d}   {sum(inside) / len(inside):6.1%}")
+
+
+def print_thresholds(t: Tally) -> None:
+    """What each answer threshold would give: the figures ANSWER_AT is chosen from."""
+    n_in = sum(1 for _, _, inside in t.sweep if inside) or 1
+    n_out = sum(1 for _, _, inside in t.sweep if not inside) or 1
+    print("  answer threshold (on these predictions):  hit@1   wrong   ood answered   precision")
+    for at in (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9):
+        hit = sum(1 for s, right, inside in t.sweep if s >= at and right and inside)
+        wrong = sum(1 for s, right, inside in t.sweep if s >= at and not right and inside)
+        ood = sum(1 for s, _, inside in t.sweep if s >= at and not inside)
+        mark = " <- ANSWER_AT" if abs(at - matcher_module.ANSWER_AT) < 1e-9 else ""
+        print(f"    {at:.2f}                                  {hit / n_in:6.1%}  {wrong / n_in:6.1%}   {ood / n_out:6.1%}     {hit / max(1, hit + wrong + ood):6.1%}{mark}")
 
 
 def print_voices(matcher_for: Callable[[QuestionSet], Matcher], sets: Sequence[QuestionSet]) -> None:
@@ -246,6 +265,7 @@ def run_cv(kb: KnowledgeBase, extra: Sequence[Path], show_misses: bool) -> None:
         print_tally(f"held out: {name}", t)
     print_tally("\nall held-out sets", total)
     print_reliability(total)
+    print_thresholds(total)
     matchers: dict[str, Matcher] = {}
 
     def matcher_for(qs: QuestionSet) -> Matcher:

@@ -50,7 +50,7 @@ VIEWS = ("char", "word", "syn", "pinyin")
 MAX_CHOICES = 4
 
 # Chosen on grouped cross-validation over the labelled sets (bench/accuracy.py --cv, --ablate).
-ANSWER_AT = 0.70  # calibrated probability that the top entry is right needed to answer
+ANSWER_AT = 0.75  # calibrated probability that the top entry is right needed to answer
 CLARIFY_AT = 0.50  # probability that the question is in the domain needed to offer a choice
 CLOSE = 0.10  # a choice lists the entries with at least this share of the top entry's probability
 C = 20.0  # inverse regularisation of the model

@@ -377,9 +377,8 @@ def test_pinyin_typed_by_a_student_meets_the_pinyin_of_the_entries(analyzer: Ana
         ("xuexinwang mima wangle", "account-forgot-password"),
         ("chsi password forgot", "account-forgot-password"),  # English
         (
-            "老师您好，打扰了。我是前年从咱们学校本科毕业的，上个月家里装修收拾东西的时候，"
-            "发现装毕业证的那个袋子不见了，翻遍了都没找到，现在新单位入职要看原件，我特别着急，"
-            "想问问这种情况学校能不能给我重新开个什么证明",
+            "老师您好，打扰了。我是前年从咱们学校本科毕业的，上个月搬家的时候发现毕业证书弄丢了，"
+            "翻遍了都没找到，现在新单位入职要看原件，我特别着急，学校能补发吗",
             "diploma-lost",
         ),  # a long story
         (
