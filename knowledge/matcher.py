@@ -273,7 +273,7 @@ def _fit(docs: Sequence[Doc], features: Features) -> Model:
     binary = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(docs), len(keys)))
     df = np.asarray(binary.sum(axis=0)).ravel()
     idf = np.log((1 + len(docs)) / (1 + df)) + 1.0
-    x = _per_view_normalised(binary.multiply(idf).tocsr(), view_of, len(features.views))
+    x = _per_view_normalised((binary @ sparse.diags(idf)).tocsr(), view_of, len(features.views))
     labels = np.array([d.label for d in docs])
     weights = np.array([WEIGHTS[d.field] for d in docs])
     classes = sorted(set(labels))
