@@ -32,6 +32,7 @@ import json
 import math
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -61,8 +62,9 @@ MIN_DF = 2  # a term in fewer training texts says nothing the model can learn
 CALIBRATION_FIELDS = ("question", "similar", "keyword", "example", "ood")  # texts like a student's message
 SHARED_BY = 3  # a word in the questions of this many entries is too vague to answer alone
 FOLDS = 3  # out-of-fold predictions the decision is calibrated on
-MAX_ITER = 50  # lbfgs iterations: a fixed budget keeps training time bounded as the data grows
-CACHE_VERSION = "1"
+SOLVER = "lbfgs"  # scikit-learn's solver for the model
+MAX_ITER = 50  # iterations (lbfgs) or passes over the data (saga): a fixed budget bounds training time
+CACHE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,7 @@ class Model:
     intercept: np.ndarray
     decider: np.ndarray  # weights of the decision features, then the intercept
     known: list[str]  # the synonym-view words the entries use (what small talk must not swallow)
+    pinyin_words: dict[str, str]  # pinyin of the training texts' words → the word (Analyzer.use_pinyin)
 
     def vector(self, terms: Iterable[tuple[str, str]], n_views: int) -> tuple[np.ndarray, np.ndarray]:
         """(columns, values) of one text: TF-IDF, each view's block scaled to unit length."""
@@ -232,7 +235,7 @@ def decision_features(proba: np.ndarray, ood: int | None, n_terms: int) -> np.nd
 
 
 def _digest(docs: Sequence[Doc], views: Sequence[str], analyzer_files: Sequence[Path]) -> str:
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, C, WEIGHTS, FOLDS, MIN_DF, MAX_ITER, NORM_POWER, CALIBRATION_FIELDS, SHARED_BY, CHAR_NGRAMS, list(views)], sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, C, WEIGHTS, FOLDS, MIN_DF, MAX_ITER, NORM_POWER, CALIBRATION_FIELDS, SHARED_BY, CHAR_NGRAMS, SOLVER, list(views)], sort_keys=True).encode())
     for path in [Path(__file__), Path(__file__).with_name("text.py"), *analyzer_files]:
         h.update(path.read_bytes() if path.exists() else b"-")
     for doc in docs:
@@ -253,10 +256,16 @@ def train(docs: Sequence[Doc], features: Features) -> Model:
 
 def _fit(docs: Sequence[Doc], features: Features) -> Model:
     from scipy import sparse
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
     raw = [features.raw(d.text) for d in docs]
+    analyzer = features.analyzer
+    words = (r["word"] if "word" in r else analyzer.words(analyzer.normalise(d.text)) for d, r in zip(docs, raw))
+    pinyin_words = analyzer.pinyin_of_words(w for ws in words for w in ws)
+    analyzer.use_pinyin(pinyin_words)
+    raw = [features.raw(d.text) if re.search("[a-z]", d.text.lower()) else r for d, r in zip(docs, raw)]
     terms = [[f"{v}:{t}" for v, ts in r.items() for t in ts] for r in raw]
     seen: dict[str, int] = {}
     for ts in terms:
@@ -289,8 +298,10 @@ def _fit(docs: Sequence[Doc], features: Features) -> Model:
     found, right = [], []
     folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=0)
     for train_idx, test_idx in folds.split(np.zeros(len(docs)), np.where(asked, labels, "~other")):
-        model = LogisticRegression(C=C, max_iter=MAX_ITER, tol=1e-3)
-        model.fit(x[train_idx], labels[train_idx], sample_weight=weights[train_idx])
+        model = LogisticRegression(C=C, solver=SOLVER, max_iter=MAX_ITER, tol=1e-3, random_state=0)
+        with warnings.catch_warnings():  # a fixed budget of passes is the point, not a problem
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x[train_idx], labels[train_idx], sample_weight=weights[train_idx])
         fold_coef = np.full((len(keys), len(classes)), 0.0)
         fold_intercept = np.full(len(classes), -30.0)  # a class this fold never saw
         at = [classes.index(c) for c in model.classes_]
@@ -315,7 +326,7 @@ def _fit(docs: Sequence[Doc], features: Features) -> Model:
         if d.field in ("question", "similar"):
             for t in r.get("syn", ()):
                 owners.setdefault(t, set()).add(d.label)
-    averaged = Model(classes, vocab, view_of, idf, coef, intercept, np.zeros(0), [])
+    averaged = Model(classes, vocab, view_of, idf, coef, intercept, np.zeros(0), [], pinyin_words)
     for word in sorted(t for t, labels_of in owners.items() if len(labels_of) >= SHARED_BY):
         word_terms = features.terms(word)
         found.append(decision_features(averaged.proba(*averaged.vector(word_terms, len(features.views))), ood, len(word_terms)))
@@ -323,7 +334,7 @@ def _fit(docs: Sequence[Doc], features: Features) -> Model:
     platt = LogisticRegression(C=10.0).fit(np.array(found), np.array(right))
     decider = np.concatenate([platt.coef_[0], platt.intercept_])
     known = sorted({t for d, r in zip(docs, raw) if d.label != OOD and d.field != "answer" for t in r.get("syn", ())})
-    return Model(classes, vocab, view_of, idf, np.ascontiguousarray(coef), intercept, decider, known)
+    return Model(classes, vocab, view_of, idf, np.ascontiguousarray(coef), intercept, decider, known, pinyin_words)
 
 
 def _per_view_normalised(x, view_of: np.ndarray, n_views: int):
@@ -354,6 +365,7 @@ def _load_cached(digest: str) -> Model | None:
                 intercept=data["intercept"],
                 decider=data["decider"],
                 known=[str(k) for k in data["known"]],
+                pinyin_words=dict(zip((str(k) for k in data["pinyin_keys"]), (str(w) for w in data["pinyin_values"]))),
             )
     except (OSError, KeyError, ValueError):
         return None
@@ -373,6 +385,8 @@ def _save_cached(digest: str, model: Model) -> None:
             intercept=model.intercept,
             decider=model.decider,
             known=np.array(model.known),
+            pinyin_keys=np.array(list(model.pinyin_words)),
+            pinyin_values=np.array(list(model.pinyin_words.values())),
         )
         partial.replace(path)
     except OSError:
@@ -419,6 +433,7 @@ class Matcher:
             if cache:
                 _save_cached(digest, model)
         self.model = model
+        self.analyzer.use_pinyin(model.pinyin_words)
         self._ood = model.classes.index(OOD) if OOD in model.classes else None
         self._known = frozenset(model.known)
 

@@ -250,13 +250,59 @@ class Analyzer:
         self.tokenizer = _tokenizer(sorted(terms | {w for w in lexicon.stopwords if len(w) > 1}))
         self._common, _ = _jieba_dictionary()
         self._parts_cache: dict[str, list[str]] = {}
+        self.pinyin_words: dict[str, str] = {}  # from the training texts' words (use_pinyin)
+        self._pinyin_longest = 0
         self._trie: dict = {}
         for term in sorted(terms):
             if len(term) >= 2 and _CJK.match(term):
                 self._add_sound(term)
 
     def normalise(self, text: str) -> str:
-        return self.lexicon.normalise(text)
+        """``Lexicon.normalise``, then Latin that spells the pinyin of a known word becomes that word."""
+        text = self.lexicon.normalise(text)
+        return _LATIN_RUN.sub(lambda m: self._pinyin(m.group(0)), text) if self.pinyin_words and _LATIN_RUN.search(text) else text
+
+    @staticmethod
+    def pinyin_of_words(words: Iterable[str]) -> dict[str, str]:
+        """The toneless pinyin of each word of two characters or more (zicha) → the word (自查);
+        when several words sound alike, the most frequent in ``words`` wins."""
+        counts: dict[str, int] = {}
+        for word in words:
+            if len(word) > 1 and _CJK.match(word):
+                counts[word] = counts.get(word, 0) + 1
+        best: dict[str, tuple[int, str]] = {}
+        for word, n in counts.items():
+            key = "".join(_syllable(c) for c in word)
+            if key not in best or (-n, word) < (-best[key][0], best[key][1]):
+                best[key] = (n, word)
+        return {key: word for key, (_, word) in sorted(best.items())}
+
+    def use_pinyin(self, mapping: dict[str, str]) -> None:
+        """Read Latin that spells one of these pinyin keys as its word (see ``pinyin_of_words``)."""
+        self.pinyin_words = dict(mapping)
+        self._pinyin_longest = max(map(len, self.pinyin_words), default=0)
+
+    def _pinyin(self, run: str) -> str:
+        """A Latin run with the known words its letters spell put in (most letters covered, fewest words)."""
+        letters = run.replace(" ", "")
+        best: list[tuple[int, int, tuple[str, ...]]] = [(0, 0, ())] + [(-1, 0, ())] * len(letters)
+        for i in range(len(letters)):
+            covered, pieces, out = best[i]
+            if covered < 0:
+                continue
+            steps = [(i + 1, letters[i], 0)] + [
+                (end, self.pinyin_words[letters[i:end]], end - i)
+                for end in range(i + 2, min(len(letters), i + self._pinyin_longest) + 1)
+                if letters[i:end] in self.pinyin_words
+            ]
+            for end, piece, gained in steps:
+                candidate = (covered + gained, pieces - 1, (*out, piece))
+                if candidate[:2] > best[end][:2]:
+                    best[end] = candidate
+        covered, _, pieces = best[-1]
+        if not covered:
+            return run
+        return re.sub(r"(?<=[a-z]) (?=[a-z])", "", " ".join(pieces))
 
     def _add_sound(self, term: str) -> None:
         node = self._trie
