@@ -62,8 +62,8 @@ MIN_DF = 2  # a term in fewer training texts says nothing the model can learn
 CALIBRATION_FIELDS = ("question", "similar", "keyword", "example", "ood")  # texts like a student's message
 SHARED_BY = 3  # a word in the questions of this many entries is too vague to answer alone
 FOLDS = 3  # out-of-fold predictions the decision is calibrated on
-SOLVER = "lbfgs"  # scikit-learn's solver for the model
-MAX_ITER = 50  # iterations (lbfgs) or passes over the data (saga): a fixed budget bounds training time
+SOLVER = "saga"  # scikit-learn's solver for the model
+MAX_ITER = 15  # iterations (lbfgs) or passes over the data (saga): a fixed budget bounds training time
 CACHE_VERSION = "2"
 
 
@@ -180,10 +180,11 @@ class Features:
             for run in norm.split():
                 grams += [run[i : i + n] for n in CHAR_NGRAMS for i in range(len(run) - n + 1)] if not run.isascii() else [run]
             out["char"] = grams
+        words = self.analyzer.words(norm) if "word" in self.views or "syn" in self.views else []
         if "word" in self.views:
-            out["word"] = self.analyzer.words(norm)
+            out["word"] = words
         if "syn" in self.views:
-            out["syn"] = self.analyzer.tokens(norm, normalised=True)
+            out["syn"] = self.analyzer.tokens(norm, normalised=True, words=words)
         if "pinyin" in self.views:
             syl = self.analyzer.syllables(norm)
             out["pinyin"] = syl + [f"{a}_{b}" for a, b in zip(syl, syl[1:])]

@@ -375,11 +375,16 @@ class Analyzer:
             self._parts_cache[piece] = parts
         return self._parts_cache[piece]
 
-    def tokens(self, text: str, normalised: bool = False) -> list[str]:
-        """Canonical content tokens in order of appearance, each once; compounds are followed by their parts."""
+    def tokens(self, text: str, normalised: bool = False, words: list[str] | None = None) -> list[str]:
+        """Canonical content tokens in order of appearance, each once; compounds are followed by their parts.
+
+        ``words``, jieba's cut of the normalised text if the caller has it, saves cutting it again
+        when correcting typos changes nothing."""
         text = text if normalised else self.normalise(text)
+        corrected = self.correct(text)
+        pieces = words if words is not None and corrected == text else self.tokenizer.cut(corrected, HMM=False)
         tokens: dict[str, None] = {}
-        for piece in self.tokenizer.cut(self.correct(text), HMM=False):
+        for piece in pieces:
             piece = piece.strip()
             if not piece or piece in self.lexicon.stopwords:
                 continue
