@@ -367,22 +367,38 @@ def synthetic(kb: KnowledgeBase, copies: int, seed: int = 0) -> KnowledgeBase:
     return replace(kb, entries=entries)
 
 
-def run_scale(kb: KnowledgeBase, factors: Sequence[int], reps: int) -> None:
+def run_scale(kb: KnowledgeBase, factors: Sequence[int], reps: int, budget_mb: float = 1024.0) -> None:
+    """Training time, match latency and model size with the real entries and with synthetic copies.
+
+    The model holds a dense weight per term and class, so it grows with entries x vocabulary; a
+    factor whose estimated weights (from the largest run so far) exceed ``budget_mb`` is not run."""
     sets = all_sets(())
     questions = [i.q for qs in sets for i in qs.in_domain + qs.out_of_domain][:400]
-    print(f"{'entries':>8s} {'train+index s':>14s} {'median ms':>10s} {'p99 ms':>8s} {'model MB':>9s}")
+    print(f"{'entries':>8s} {'train+index s':>14s} {'cpu s':>7s} {'median ms':>10s} {'p99 ms':>8s} {'model MB':>9s} {'RSS added MB':>13s}")
+    vocab_per_entry = 0.0
     for factor in factors:
         big = synthetic(kb, factor)
+        classes = len(big.entries) + 1
+        estimate = classes * vocab_per_entry * len(big.entries) * 8 * (matcher_module.FOLDS + 1) / 2**20
+        if vocab_per_entry and estimate > budget_mb:
+            print(f"{len(big.entries):8d}   not run: weights estimated at {estimate:,.0f} MB (dense terms x classes, x{matcher_module.FOLDS + 1} while training)")
+            continue
         gc.collect()
-        started = time.perf_counter()
+        before = _rss()
+        started, cpu = time.perf_counter(), time.process_time()
         matcher = Matcher(big, cache=False)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         med, p99 = latency(matcher, questions, reps)
         model = matcher.model
-        megabytes = (model.coef.nbytes + model.idf.nbytes + model.view_of.nbytes) / 2**20 + len(model.vocab) * 100 / 2**20
-        print(f"{len(big.entries):8d} {seconds:14.2f} {med:10.3f} {p99:8.3f} {megabytes:9.1f}")
+        vocab_per_entry = max(vocab_per_entry, len(model.vocab) / len(big.entries))
+        megabytes = (model.coef.nbytes + model.idf.nbytes + model.view_of.nbytes) / 2**20
+        print(f"{len(big.entries):8d} {seconds:14.2f} {cpu:7.2f} {med:10.3f} {p99:8.3f} {megabytes:9.1f} {_rss() - before:13.1f}")
         sys.stdout.flush()
         del matcher, big
+
+
+def _rss() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
 
 
 def main() -> int:
