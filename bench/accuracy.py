@@ -301,13 +301,22 @@ def ablations(kb: KnowledgeBase, extra: Sequence[Path]) -> None:
         variants.append((f"- view {view}", contextlib.nullcontext, {"views": tuple(v for v in views if v != view)}))
     for name in ("keyword", "answer", "similar", "ood"):
         variants.append((f"- field {name}", lambda n=name: patched(matcher_module, "WEIGHTS", {**weights, n: 1e-9}), {}))
+    variants.append(("+ view char (character 1-3-grams)", contextlib.nullcontext, {"views": (*views, "char")}))
+
+    def raw_top(self: Matcher, question: str):  # noqa: ANN202
+        _, domain, ranked = original_confidence(self, question)
+        return (ranked[0][1] if ranked else 0.0), domain, ranked
+
+    original_confidence = Matcher.confidence
     variants += [
         ("- labelled sets as training", contextlib.nullcontext, {"sets": []}),
         ("- homophone correction", lambda: patched(text_module.Analyzer, "correct", lambda self, text: text), {}),
         ("- aliases (Latin → Chinese)", lambda: patched(text_module.Lexicon, "normalise", lambda self, text: text_module.clean(text)), {}),
+        ("- pinyin → known words", lambda: patched(text_module.Analyzer, "use_pinyin", lambda self, mapping: None), {}),
         ("- traditional → simplified", lambda: patched(text_module, "_T2S", _Identity()), {}),
         ("- min_df 2 (keep every term)", lambda: patched(matcher_module, "MIN_DF", 1), {}),
-        ("- decider (raw top probability)", lambda: patched(matcher_module, "FOLDS", 10**6), {}),
+        ("- vague-word calibration rows", lambda: patched(matcher_module, "SHARED_BY", 10**6), {}),
+        ("- decider (raw top probability)", lambda: patched(Matcher, "confidence", raw_top), {}),
         ("- small talk", lambda: patched(Matcher, "_small_talk", lambda self, text: (None, text)), {}),
         ("- keyword rules", lambda: patched(matcher_module, "load_rules", lambda path, kb: []), {}),
     ]

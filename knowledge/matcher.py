@@ -447,30 +447,35 @@ class Matcher:
                 return key
         return None
 
-    def probabilities(self, question: str) -> tuple[np.ndarray, int]:
-        """The model's probability for every class (``model.classes``) and how many terms it read."""
+    def probabilities(self, question: str) -> tuple[np.ndarray, int, int]:
+        """The model's probability for every class (``model.classes``), how many terms it read, and
+        how many of them the model knows."""
         terms = self.features.terms(question)
         idx, vals = self.model.vector(terms, len(self.features.views))
-        return self.model.proba(idx, vals), len(terms)
+        return self.model.proba(idx, vals), len(terms), len(idx)
 
     def rank(self, question: str) -> list[tuple[str, float]]:
         """The entries for ``question`` with the model's probability, best first (out of domain left out)."""
-        proba, _ = self.probabilities(question)
+        proba = self.probabilities(question)[0]
         ranked = [(str(c), round(float(p), 4)) for c, p in zip(self.model.classes, proba) if c != OOD]
         return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))
 
     def confidence(self, question: str) -> tuple[float, float, list[tuple[str, float]]]:
         """(calibrated probability the top entry is right, probability of the domain, the ranking)."""
-        proba, n_terms = self.probabilities(question)
+        proba, n_terms, _ = self.probabilities(question)
+        return self._decided(proba, n_terms)
+
+    def _decided(self, proba: np.ndarray, n_terms: int) -> tuple[float, float, list[tuple[str, float]]]:
         ranked = sorted(((str(c), float(p)) for c, p in zip(self.model.classes, proba) if c != OOD), key=lambda pair: (-pair[1], pair[0]))
         z = float(decision_features(proba, self._ood, n_terms) @ self.model.decider[:-1] + self.model.decider[-1])
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), 1.0 - (float(proba[self._ood]) if self._ood is not None else 0.0), ranked
 
     def _knowledge(self, question: str, audience: str | None) -> Match:
         """Answer a likely-right top entry, offer the likeliest few to a question likely in the domain, or fall back."""
-        if not self.model.vector(self.features.terms(question), len(self.features.views))[0].size:
+        proba, n_terms, known = self.probabilities(question)
+        if not known:
             return Match("fallback", None, (), 0.0, audience)  # not one term the model knows: no evidence at all
-        sure, domain, ranked = self.confidence(question)
+        sure, domain, ranked = self._decided(proba, n_terms)
         ids = tuple(entry_id for entry_id, _ in ranked[:MAX_CHOICES])
         score = round(sure, 4)
         if sure >= ANSWER_AT:
