@@ -1,83 +1,71 @@
 """Decide what to do with one student message: rule, small talk, answer, clarify or fall back.
 
-Order matters: staff keyword rules (``knowledge/rules.yaml``) win over everything,
-then small talk, then the knowledge base. Knowledge matching compares the
-message's canonical tokens (``knowledge.text``) with every entry's question,
-similar questions and keywords:
+Staff keyword rules (``knowledge/rules.yaml``) win over everything, then small
+talk (``lexicon/smalltalk.yaml``), then a model learned from the knowledge base
+itself. Matching is a pipeline:
 
-* coverage: how much of the message the entry's words explain. Words weigh by
-  IDF over entries; a word no entry uses weighs by its rarity in general Chinese,
-  so a question about something else (转专业) does not ride on shared verbs;
-* dice: weighted overlap with the entry's closest phrase (question or similar);
-* anchored: how much of what the entry is *about* (words in many of its
-  phrases) the message mentions;
-* keyworded: the share of the message made up by one of the entry's keywords.
+1. normalise: NFKC, traditional → simplified, lower case, Latin aliases
+   (``knowledge.text``);
+2. features: three views of the text (jieba words, synonym-normalised tokens,
+   pinyin syllables and syllable pairs), each TF-IDF weighted and scaled to
+   unit length (character n-grams are a fourth view that did not pay on
+   cross-validation);
+3. model: a logistic regression over every entry plus an "out of domain"
+   class, trained on the entries' questions, similar questions, keywords and
+   answer text (keywords and answer text at their own sample weight, chosen by
+   cross-validation in ``bench/accuracy.py``), the labelled question sets shipped
+   in ``bench/`` and the negative examples of ``lexicon/out_of_domain.yaml``;
+4. candidates: the entries ranked by the model's probability;
+5. decide: a second, small logistic regression fitted on out-of-fold predictions
+   turns the ranking into a calibrated probability that the top entry is right;
+   at ``ANSWER_AT`` or above it is answered; otherwise, if the question is likely
+   in the domain and a few entries share the probability, they are offered;
+   else the message falls back.
 
-The weighted mix is a confidence in 0..1; a clear winner is answered, a few
-close ones are offered as a choice, and a weak best match falls back.
-
-An answer must be about what the question is about, its thing and its topic;
-scores alone are not trusted for that. The rules, each from ``objects.txt`` data
-or from the entries themselves:
-
-1. Things. An entry is a candidate only if it mentions one of the things
-   (``objects.txt``: 证件, 材料, 手续, 系统) the message names, so 学生证丢了 never
-   gets the 毕业证 answer; a message naming a thing no entry mentions (选课, 借书证,
-   any other X证书 such as 荣誉证书) falls back.
-2. Qualified things. A noun right before a general thing (``+`` lines: 学籍, 证明,
-   电话, 密码) makes it another thing: 高中学籍, 辅导员电话, 党员证明, 学习网密码 are
-   not ours, and fall back when no entry uses the noun. Verbs, numbers, time
-   words (补办, 一张, 去年; jieba's part-of-speech tags), audiences (本科) and
-   describing words (``-`` lines: 纸质, 函授, 妹妹) do not qualify. A known noun that
-   tells another entry (教务系统密码, 武装部电话) keeps entries that never name it
-   from being answered outright.
-3. The entry's thing. An entry about one thing (half its phrases name 毕业证) is
-   not answered outright for a message naming only other things, general ones
-   included (身份证丢了, 档案丢了, 学位授予条件 are no 毕业证 questions).
-4. An unknown topic. When a word no entry uses is rare and weighs a large share
-   of the message (复读, 奖状, 社团), it is likely what the message is about; an
-   entry is then not answered outright unless the message mentions its thing, or
-   for an entry about no thing a word of its core (复读保留学籍 names no 入伍).
-   Circumstances of an in-domain question (搬家把毕业证弄丢了) leave its
-   thing and core mentioned, so it is still answered.
-
-Not answered outright means offered in a clarify list when several entries are
-close to the top, else the message falls back.
+Training is deterministic (sorted inputs, fixed seeds) and takes one to two seconds;
+its result is cached on disk by a digest of everything it learned from, so a
+process that starts on known data does not even import scikit-learn.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Literal, Sequence
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .base import KnowledgeBase
-from .text import LEXICON_DIR, Analyzer, Lexicon, Parsed, compact
+from .examples import QuestionSet, training_sets
+from .text import LEXICON_DIR, SAFE_LOADER, Analyzer, Lexicon, LexiconError, compact
 
 RULES_PATH = Path(__file__).resolve().parent / "rules.yaml"
-
-# Tuned on half of the dev topics, checked on the other half (see bench/accuracy.py --half).
-ANSWER_AT = 0.40  # confidence needed to answer ...
-MARGIN = 0.05  # ... when the runner-up trails by at least this much
-CLARIFY_AT = 0.30  # below this, nothing fits: fall back
-LEAD = 1.5  # in a long question, a top score this many times the runner-up's is answered too ...
-LONG = 5  # ... long meaning at least this many content words
-INFO_FLOOR = 2.0  # a one-word question weighing less than this (毕业证, 查不到; lone characters aside) is too vague to answer
-CLOSE = 0.10  # a clarify list holds the entries within this of the top (any plausible one for a vague question)
+OOD = "~out-of-domain"  # the model's class for questions no entry answers (sorts after every entry id)
+VIEWS = ("word", "syn", "pinyin")  # "char" (character n-grams) is supported; it did not pay on CV
 MAX_CHOICES = 4
-UNKNOWN_WEIGHT = 3.0  # weight of a rare word no entry uses: it is what the question is about
-SINGLE_CHAR = 0.4  # single characters and numbers say little on their own
-ANCHOR_SHARE = 0.34  # a word in this share of an entry's phrases is what the entry is about
-PRIMARY_SHARE = 0.5  # a thing (objects.txt) named in this share of an entry's phrases is what it is about
-WEIGHTS = (0.4, 0.3, 0.2, 0.1)  # coverage, dice, anchored, keyworded
-TOPIC_WEIGHT = 1.4  # a word no entry uses weighing this much (rarer than ~450 per jieba's count) ...
-TOPIC_SHARE = 0.3  # ... and this share of the question's weight may be what the question is about
-CORE_SHARE = 0.5  # an entry's core: the things it is about and its anchors weighing this share of its top anchor
-QUALIFIER_FREQ = 10_000  # a noun before a thing qualifies it unless it is this common (原因, 学生, 国家)
+CHAR_NGRAMS = (1, 2, 3)  # the character view's n-gram lengths
+
+# Chosen on grouped cross-validation over the labelled sets (bench/accuracy.py --cv, --ablate).
+ANSWER_AT = 0.75  # calibrated probability that the top entry is right needed to answer
+CLARIFY_AT = 0.50  # probability that the question is in the domain needed to offer a choice
+CLOSE = 0.05  # a choice lists the entries with at least this share of the top entry's probability
+C = 20.0  # inverse regularisation of the model
+WEIGHTS = {"question": 1.0, "similar": 1.0, "keyword": 0.5, "answer": 0.3, "example": 1.0, "ood": 1.0}
+NORM_POWER = 1.0  # each view's TF-IDF block is divided by its length to this power (1: unit length)
+MIN_DF = 2  # a term in fewer training texts says nothing the model can learn
+CALIBRATION_FIELDS = ("question", "similar", "keyword", "example", "ood")  # texts like a student's message
+SHARED_BY = 3  # a word in the questions of this many entries is too vague to answer alone
+FOLDS = 3  # out-of-fold predictions the decision is calibrated on
+SOLVER = "lbfgs"  # scikit-learn's solver for the model
+MAX_ITER = 50  # iterations (lbfgs) or passes over the data (saga): a fixed budget bounds training time
+CACHE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -122,7 +110,7 @@ def load_rules(path: Path, kb: KnowledgeBase) -> list[Rule]:
     if not path.exists():
         return []
     try:
-        rules = RulesFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {}).rules
+        rules = RulesFile.model_validate(yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}).rules
     except (ValidationError, yaml.YAMLError) as exc:
         raise ValueError(f"{path.name}: {exc}") from exc
     problems = [
@@ -135,39 +123,301 @@ def load_rules(path: Path, kb: KnowledgeBase) -> list[Rule]:
     return rules
 
 
+def load_out_of_domain(folder: Path) -> list[str]:
+    """The negative examples of ``out_of_domain.yaml`` (none if it does not exist)."""
+    path = folder / "out_of_domain.yaml"
+    if not path.exists():
+        return []
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
+    except yaml.YAMLError as exc:
+        raise LexiconError(f"out_of_domain.yaml: {exc}") from exc
+    examples = raw.get("examples") if isinstance(raw, dict) else None
+    if not isinstance(examples, list) or not all(isinstance(e, str) and e.strip() for e in examples):
+        raise LexiconError("out_of_domain.yaml: needs a list 'examples' of non-empty texts")
+    return examples
+
+
 @dataclass(frozen=True)
-class _Indexed:
-    """One entry, tokenised and weighted once at start-up."""
+class Doc:
+    """One training text: what it says, the class it stands for, and where it comes from (a WEIGHTS key)."""
 
-    phrase_sizes: tuple[float, ...]  # question and similar: total weight of each
-    phrase_postings: dict[str, tuple[int, ...]]  # word → the phrases holding it
-    keywords: tuple[frozenset[str], ...]
-    strength: dict[str, float]  # how central each of its words is: 1 in a keyword or in half its phrases
-    anchors: dict[str, float]  # what it is about: words in many of its phrases, weighted by share and IDF
-    anchor_total: float
-    primary: frozenset[str]  # the things it is about (named in PRIMARY_SHARE of its phrases)
-    core: frozenset[str]  # its things and its main anchors: what a question must mention to be about it
-    keyword_objects: frozenset[str]  # the things its keywords name
+    text: str
+    label: str
+    field: str
 
 
-def _confidence(coverage: float, dice: float, anchored: float, keyworded: float) -> float:
-    return sum(w * f for w, f in zip(WEIGHTS, (coverage, dice, anchored, keyworded)))
+def documents(kb: KnowledgeBase, ood: Iterable[str], sets: Sequence[QuestionSet]) -> list[Doc]:
+    """Every training text, in a fixed order: entries by id, then labelled sets, then negative examples."""
+    docs: list[Doc] = []
+    for entry_id in sorted(kb.entries):
+        entry = kb.entries[entry_id]
+        docs.append(Doc(entry.question, entry_id, "question"))
+        docs += [Doc(s, entry_id, "similar") for s in entry.similar]
+        docs += [Doc(k, entry_id, "keyword") for k in entry.keywords]
+        for answer in [entry.answer, *(v.answer for v in entry.variants)]:
+            text = re.sub(r"\{[a-z_]+\}", " ", answer)
+            docs += [Doc(s, entry_id, "answer") for s in re.split(r"[\n。；！？]+", text) if len(s.strip()) >= 4]
+    for qs in sets:
+        docs += [Doc(i.q, i.expect[0], "example") for i in qs.in_domain if i.expect[0] in kb.entries]
+        docs += [Doc(i.q, OOD, "example") for i in qs.out_of_domain]
+    docs += [Doc(text, OOD, "ood") for text in ood]
+    return docs
+
+
+class Features:
+    """Text → sparse TF-IDF vector over the views, one unit-length block per view."""
+
+    def __init__(self, analyzer: Analyzer, views: Sequence[str] = VIEWS):
+        self.analyzer = analyzer
+        self.views = tuple(views)
+
+    def raw(self, text: str) -> dict[str, list[str]]:
+        """Each view's terms of one text (a term once per view)."""
+        norm = self.analyzer.normalise(text)
+        out: dict[str, list[str]] = {}
+        if "char" in self.views:
+            grams: list[str] = []
+            for run in norm.split():
+                grams += [run[i : i + n] for n in CHAR_NGRAMS for i in range(len(run) - n + 1)] if not run.isascii() else [run]
+            out["char"] = grams
+        words = self.analyzer.words(norm) if "word" in self.views or "syn" in self.views else []
+        if "word" in self.views:
+            out["word"] = words
+        if "syn" in self.views:
+            out["syn"] = self.analyzer.tokens(norm, normalised=True, words=words)
+        if "pinyin" in self.views:
+            syl = self.analyzer.syllables(norm)
+            out["pinyin"] = syl + [f"{a}_{b}" for a, b in zip(syl, syl[1:])]
+        return {view: list(dict.fromkeys(terms)) for view, terms in out.items()}
+
+    def terms(self, text: str) -> list[tuple[str, str]]:
+        return [(view, term) for view, terms in self.raw(text).items() for term in terms]
+
+
+@dataclass
+class Model:
+    """What training learns: the vocabulary, its IDF, the scorer's and the decider's weights."""
+
+    classes: list[str]
+    vocab: dict[str, int]  # "view:term" → column
+    view_of: np.ndarray  # column → view index
+    idf: np.ndarray
+    coef: np.ndarray  # columns × classes
+    intercept: np.ndarray
+    decider: np.ndarray  # weights of the decision features, then the intercept
+    known: list[str]  # the synonym-view words the entries use (what small talk must not swallow)
+    pinyin_words: dict[str, str]  # pinyin of the training texts' words → the word (Analyzer.use_pinyin)
+
+    def vector(self, terms: Iterable[tuple[str, str]], n_views: int) -> tuple[np.ndarray, np.ndarray]:
+        """(columns, values) of one text: TF-IDF, each view's block scaled to unit length."""
+        cols = sorted({self.vocab[k] for k in (f"{v}:{t}" for v, t in terms) if k in self.vocab})
+        if not cols:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        idx = np.asarray(cols, dtype=np.int64)
+        vals = self.idf[idx].copy()
+        views = self.view_of[idx]
+        norms = np.bincount(views, weights=vals * vals, minlength=n_views) ** (NORM_POWER / 2)
+        return idx, vals / norms[views]
+
+    def proba(self, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        logits = vals @ self.coef[idx] + self.intercept if len(idx) else self.intercept.copy()
+        logits = np.exp(logits - logits.max())
+        return logits / logits.sum()
+
+
+def decision_features(proba: np.ndarray, ood: int | None, n_terms: int) -> np.ndarray:
+    """What the decider reads from a ranking, as log-odds (Platt scaling is linear in them): the top
+    entry's, its lead over the runner-up class (another entry or out of domain), out of domain's,
+    and the message's length."""
+    entries = np.delete(proba, ood) if ood is not None else proba
+    second, top = np.clip(np.sort(np.append(entries, 0.0))[-2:], 1e-6, 1 - 1e-6)
+    other = min(max(float(proba[ood]) if ood is not None else 0.0, 1e-6), 1 - 1e-6)
+    return np.array([math.log(top / (1 - top)), math.log(top / max(second, other)), math.log(other / (1 - other)), math.log1p(n_terms)])
+
+
+def _digest(docs: Sequence[Doc], views: Sequence[str], analyzer_files: Sequence[Path]) -> str:
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, C, WEIGHTS, FOLDS, MIN_DF, MAX_ITER, NORM_POWER, CALIBRATION_FIELDS, SHARED_BY, CHAR_NGRAMS, SOLVER, list(views)], sort_keys=True).encode())
+    for path in [Path(__file__), Path(__file__).with_name("text.py"), *analyzer_files]:
+        h.update(path.read_bytes() if path.exists() else b"-")
+    for doc in docs:
+        h.update(f"{doc.label}\x00{doc.field}\x00{doc.text}\x01".encode())
+    return h.hexdigest()[:32]
+
+
+def train(docs: Sequence[Doc], features: Features) -> Model:
+    """Fit the scorer on every document and the decider on out-of-fold predictions.
+
+    scikit-learn is imported here, not at module level: it takes about a second to
+    import, and a process that finds its model in the cache never needs it."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # on a small shared machine, BLAS threads only slow the solver down
+        return _fit(docs, features)
+
+
+def _fit(docs: Sequence[Doc], features: Features) -> Model:
+    from scipy import sparse
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    raw = [features.raw(d.text) for d in docs]
+    analyzer = features.analyzer
+    words = (r["word"] if "word" in r else analyzer.words(analyzer.normalise(d.text)) for d, r in zip(docs, raw))
+    pinyin_words = analyzer.pinyin_of_words(w for ws in words for w in ws)
+    analyzer.use_pinyin(pinyin_words)
+    raw = [features.raw(d.text) if re.search("[a-z]", d.text.lower()) else r for d, r in zip(docs, raw)]
+    terms = [[f"{v}:{t}" for v, ts in r.items() for t in ts] for r in raw]
+    seen: dict[str, int] = {}
+    for ts in terms:
+        for key in ts:
+            seen[key] = seen.get(key, 0) + 1
+    keys = sorted(k for k, n in seen.items() if n >= MIN_DF)
+    vocab = {k: i for i, k in enumerate(keys)}
+    view_index = {v: i for i, v in enumerate(features.views)}
+    view_of = np.array([view_index[k.split(":", 1)[0]] for k in keys], dtype=np.int64)
+    rows, cols = [], []
+    for r, ts in enumerate(terms):
+        for c in sorted({vocab[k] for k in ts if k in vocab}):
+            rows.append(r)
+            cols.append(c)
+    binary = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(docs), len(keys)))
+    df = np.asarray(binary.sum(axis=0)).ravel()
+    idf = np.log((1 + len(docs)) / (1 + df)) + 1.0
+    x = _per_view_normalised((binary @ sparse.diags(idf)).tocsr(), view_of, len(features.views))
+    labels = np.array([d.label for d in docs])
+    weights = np.array([WEIGHTS[d.field] for d in docs])
+    classes = sorted(set(labels))
+    ood = classes.index(OOD) if OOD in classes else None
+    asked = np.array([d.field in CALIBRATION_FIELDS for d in docs])
+
+    # Each fold's model scores the questions it did not see; the final model averages the folds'
+    # weights (as CalibratedClassifierCV(ensemble=True) averages its folds), so every text is
+    # learned from and no extra fit is needed.
+    coef = np.zeros((len(keys), len(classes)))
+    intercept = np.zeros(len(classes))
+    found, right = [], []
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=0)
+    for train_idx, test_idx in folds.split(np.zeros(len(docs)), np.where(asked, labels, "~other")):
+        model = LogisticRegression(C=C, solver=SOLVER, max_iter=MAX_ITER, tol=1e-3, random_state=0)
+        with warnings.catch_warnings():  # a fixed budget of passes is the point, not a problem
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x[train_idx], labels[train_idx], sample_weight=weights[train_idx])
+        fold_coef = np.full((len(keys), len(classes)), 0.0)
+        fold_intercept = np.full(len(classes), -30.0)  # a class this fold never saw
+        at = [classes.index(c) for c in model.classes_]
+        fold_coef[:, at] = model.coef_.T
+        fold_intercept[at] = model.intercept_
+        coef += fold_coef / FOLDS
+        intercept += fold_intercept / FOLDS
+        test_idx = test_idx[asked[test_idx]]
+        logits = x[test_idx] @ fold_coef + fold_intercept
+        proba = np.exp(logits - logits.max(axis=1, keepdims=True))
+        proba /= proba.sum(axis=1, keepdims=True)
+        for i, p in zip(test_idx, proba):
+            found.append(decision_features(p, ood, len(terms[i])))
+            entries = p.copy()
+            if ood is not None:
+                entries[ood] = -1.0
+            right.append(classes[int(np.argmax(entries))] == labels[i])
+    # A word that many entries' questions share (学历, 毕业证) says too little on its own to pick one:
+    # the decider learns what such a message looks like from those words, never right when answered.
+    owners: dict[str, set[str]] = {}
+    for d, r in zip(docs, raw):
+        if d.field in ("question", "similar"):
+            for t in r.get("syn", ()):
+                owners.setdefault(t, set()).add(d.label)
+    averaged = Model(classes, vocab, view_of, idf, coef, intercept, np.zeros(0), [], pinyin_words)
+    for word in sorted(t for t, labels_of in owners.items() if len(labels_of) >= SHARED_BY):
+        word_terms = features.terms(word)
+        found.append(decision_features(averaged.proba(*averaged.vector(word_terms, len(features.views))), ood, len(word_terms)))
+        right.append(False)
+    platt = LogisticRegression(C=10.0).fit(np.array(found), np.array(right))
+    decider = np.concatenate([platt.coef_[0], platt.intercept_])
+    known = sorted({t for d, r in zip(docs, raw) if d.label != OOD and d.field != "answer" for t in r.get("syn", ())})
+    return Model(classes, vocab, view_of, idf, np.ascontiguousarray(coef), intercept, decider, known, pinyin_words)
+
+
+def _per_view_normalised(x, view_of: np.ndarray, n_views: int):
+    """Each row's block of each view divided by its length to the power NORM_POWER (as ``Model.vector`` does)."""
+    from scipy import sparse
+
+    x = x.tocoo()
+    norms = np.zeros((x.shape[0], n_views))
+    np.add.at(norms, (x.row, view_of[x.col]), x.data**2)
+    norms = norms ** (NORM_POWER / 2)
+    return sparse.csr_matrix((x.data / norms[x.row, view_of[x.col]], (x.row, x.col)), shape=x.shape)
+
+
+def _cache_path(digest: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"xueji-matcher-{digest}.npz"
+
+
+def _load_cached(digest: str) -> Model | None:
+    try:
+        with np.load(_cache_path(digest), allow_pickle=False) as data:
+            keys = [str(k) for k in data["keys"]]
+            return Model(
+                classes=[str(c) for c in data["classes"]],
+                vocab={k: i for i, k in enumerate(keys)},
+                view_of=data["view_of"],
+                idf=data["idf"],
+                coef=np.ascontiguousarray(data["coef"]),
+                intercept=data["intercept"],
+                decider=data["decider"],
+                known=[str(k) for k in data["known"]],
+                pinyin_words=dict(zip((str(k) for k in data["pinyin_keys"]), (str(w) for w in data["pinyin_values"]))),
+            )
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _save_cached(digest: str, model: Model) -> None:
+    path = _cache_path(digest)
+    partial = path.with_suffix(f".{id(model)}.tmp.npz")
+    try:
+        np.savez(
+            partial,
+            keys=np.array(sorted(model.vocab, key=model.vocab.__getitem__)),
+            classes=np.array(model.classes),
+            view_of=model.view_of,
+            idf=model.idf,
+            coef=model.coef,
+            intercept=model.intercept,
+            decider=model.decider,
+            known=np.array(model.known),
+            pinyin_keys=np.array(list(model.pinyin_words)),
+            pinyin_values=np.array(list(model.pinyin_words.values())),
+        )
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
 
 
 class Matcher:
-    """The decision for each message; the index is built once, in well under a second."""
+    """The decision for each message, from a model trained on the knowledge base when this is built."""
 
-    def __init__(self, kb: KnowledgeBase, lexicon_dir: Path | None = None, rules_path: Path | None = None):
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        lexicon_dir: Path | None = None,
+        rules_path: Path | None = None,
+        *,
+        sets: Sequence[QuestionSet] | None = None,
+        views: Sequence[str] = VIEWS,
+        cache: bool = True,
+    ):
+        folder = lexicon_dir or LEXICON_DIR
         self.kb = kb
-        self.lexicon = Lexicon.load(lexicon_dir or LEXICON_DIR)
+        self.lexicon = Lexicon.load(folder)
         self.rules = load_rules(rules_path or RULES_PATH, kb)
         self.analyzer = Analyzer(self.lexicon)
+        self.features = Features(self.analyzer, views)
         self._exact = {compact(k): r for r in reversed(self.rules) if r.match == "exact" for k in r.keywords}
         self._contains = sorted(
             ((compact(k), r) for r in self.rules if r.match == "contains" for k in r.keywords), key=lambda pair: -len(pair[0])
         )
-        self._suffixes = self.lexicon.object_suffixes
-        self._audience_words = {compact(h) for aud in kb.profile.audiences.values() for h in aud.hints}
         self._hints = sorted(
             ((compact(h), key) for key, aud in kb.profile.audiences.items() for h in aud.hints if compact(h)),
             key=lambda pair: -len(pair[0]),
@@ -176,55 +426,18 @@ class Matcher:
             kind: re.compile("|".join(rf"(?<![a-z]){re.escape(p)}(?![a-z])" if p.isascii() else re.escape(p) for p in phrases))
             for kind, phrases in self.lexicon.smalltalk.items()
         }
-        tokenised = {
-            entry.id: (
-                [frozenset(self.analyzer.tokens(p)) for p in [entry.question, *entry.similar]],
-                [k for k in (frozenset(self.analyzer.tokens(k)) for k in entry.keywords) if k],
-            )
-            for entry in kb.entries.values()
-        }
-        self._postings: dict[str, list[str]] = {}
-        for entry_id, (phrases, keywords) in tokenised.items():
-            for token in set().union(*phrases, *keywords):
-                self._postings.setdefault(token, []).append(entry_id)
-        n = len(tokenised)
-        self._idf = {t: math.log(1 + (n - len(ids) + 0.5) / (len(ids) + 0.5)) for t, ids in self._postings.items()}
-        self._index = {entry_id: self._indexed(phrases, keywords) for entry_id, (phrases, keywords) in tokenised.items()}
-        # words that say which entry a question is about: what an entry is about, or one of its keywords
-        self._telling = {t for item in self._index.values() for t in item.anchors} | {
-            next(iter(k)) for item in self._index.values() for k in item.keywords if len(k) == 1
-        }
-
-    def _indexed(self, phrases: list[frozenset[str]], keywords: list[frozenset[str]]) -> _Indexed:
-        share = {t: sum(t in p for p in phrases) / len(phrases) for t in set().union(*phrases)}
-        strength = {t: 0.5 + 0.5 * min(1.0, 2 * s) for t, s in share.items()} | dict.fromkeys(set().union(*keywords), 1.0)
-        bar = min(ANCHOR_SHARE, max(share.values(), default=0.0))
-        anchors = {t: s * self._weight(t) for t, s in share.items() if s >= bar}
-        objects = self.lexicon.objects
-        primary = frozenset(t for t, s in share.items() if t in objects and s >= PRIMARY_SHARE)
-        top = max(anchors.values(), default=0.0)
-        return _Indexed(
-            phrase_sizes=tuple(sum(self._weight(t) for t in p) for p in phrases),
-            phrase_postings={t: tuple(i for i, p in enumerate(phrases) if t in p) for t in share},
-            keywords=tuple(keywords),
-            strength=strength,
-            anchors=anchors,
-            anchor_total=sum(anchors.values()),
-            primary=primary,
-            core=primary | {t for t, w in anchors.items() if w >= CORE_SHARE * top},
-            keyword_objects=frozenset(t for k in keywords for t in k if t in objects),
-        )
-
-    def _weight(self, token: str) -> float:
-        """IDF over entries. A word no entry uses weighs by its rarity in general Chinese: 学生证 or
-        转专业 say what the question is about, 朋友 or 单位 are circumstance. Lone characters and
-        numbers weigh little."""
-        weight = self._idf.get(token)
-        if weight is None:
-            weight = UNKNOWN_WEIGHT * max(0.2, 1 - math.log10(self.analyzer.frequency(token) + 1) / 5)
-        if len(token) == 1 or token.isdigit():
-            weight *= SINGLE_CHAR
-        return weight
+        docs = documents(kb, load_out_of_domain(folder), training_sets() if sets is None else sets)
+        lexicon_files = sorted(folder.glob("*")) if folder.is_dir() else []
+        digest = _digest(docs, self.features.views, lexicon_files)
+        model = _load_cached(digest) if cache else None
+        if model is None:
+            model = train(docs, self.features)
+            if cache:
+                _save_cached(digest, model)
+        self.model = model
+        self.analyzer.use_pinyin(model.pinyin_words)
+        self._ood = model.classes.index(OOD) if OOD in model.classes else None
+        self._known = frozenset(model.known)
 
     def audience(self, question: str) -> str | None:
         """The audience named by a profile hint in the question (longest hint wins), else None."""
@@ -234,116 +447,43 @@ class Matcher:
                 return key
         return None
 
-    def features(self, question: str) -> dict[str, tuple[float, float, float, float]]:
-        """Per candidate entry: (coverage, dice, anchored, keyworded), each 0..1 (the debugging view)."""
-        return self._features(self.analyzer.parse(question))
-
-    def _qualifiers(self, parsed: Parsed) -> set[str] | None:
-        """The nouns that qualify the question's things (研招网 in 研招网手机号, 武装部 in 武装部电话)
-        and tell which entry they belong to, or None if a noun no entry uses, nor any part of it
-        (手机短信 is 手机 and 短信), qualifies a general thing (高中学籍, 辅导员电话, 党员证明): the
-        question is then about a thing no entry covers.
-
-        Nouns right before a thing qualify it unless they name an audience (本科), a general
-        thing themselves (学籍学历), a describing word (纸质, 函授, 妹妹; ``objects.txt``) or are
-        very common words (原因, 国家). A known noun tells an entry if it is what the entry is
-        about or one of its keywords; one no entry uses only counts before a general thing
-        (before 毕业证, 手机号 it is too often circumstance)."""
-        found: set[str] = set()
-        for q, thing in parsed.pairs:
-            if (
-                q in self.lexicon.heads
-                or q in self.lexicon.describing
-                or q in self._audience_words
-                or self.analyzer.frequency(q) > QUALIFIER_FREQ
-            ):
-                continue
-            parts = [q] if q in self._idf else self.analyzer.parts(q)
-            if parts and all(p in self._idf for p in parts):
-                found.update(p for p in parts if p in self._telling)
-            elif thing in self.lexicon.heads:
-                return None
-        return found
-
-    def _objects(self, tokens: list[str]) -> set[str]:
-        """The things (objects.txt, or a word no entry uses ending in a suffix like 证) the tokens name."""
-        return {t for t in tokens if t in self.lexicon.objects or (t not in self._idf and t.endswith(self._suffixes))}
-
-    def _off_object(self, entry_id: str, objects: set[str], qualifiers: set[str] | None = frozenset()) -> bool:
-        """True if the entry is about things the message does not name, and names none of the
-        message's things in its keywords, or if it never names a noun that qualifies one of the
-        message's things (研招网 in 研招网手机号): it may be offered, never answered outright."""
-        item = self._index[entry_id]
-        if qualifiers is None or not qualifiers <= item.strength.keys():
-            return True
-        return bool(objects and item.primary) and item.primary.isdisjoint(objects) and item.keyword_objects.isdisjoint(objects)
-
-    def _topic(self, tokens: list[str], weights: dict[str, float]) -> bool:
-        """True if a word no entry uses is rare enough to be what the question is about (复读,
-        奖状) and weighs TOPIC_SHARE of the whole question; describing words (妹妹, 函授) and
-        audiences (硕士) are not topics."""
-        total = sum(weights.values()) or 1.0
-        return any(
-            t not in self._idf
-            and len(t) > 1
-            and t not in self.lexicon.describing
-            and t not in self._audience_words
-            and weights[t] >= TOPIC_WEIGHT
-            and weights[t] >= TOPIC_SHARE * total
-            for t in tokens
-        )
-
-    def _off_topic(self, entry_id: str, tokens: list[str]) -> bool:
-        """True if the question's topic may be a word no entry uses while it does not mention
-        what the entry is about: the thing it is about (奖状丢了 names no 毕业证) or, for an entry
-        about no thing, any word of its core (复读保留学籍 names no 入伍). The unknown word then
-        likely names what the question is about. It may be offered, never answered outright."""
-        weights = {t: self._weight(t) for t in tokens}
-        if not self._topic(tokens, weights):
-            return False
-        item = self._index[entry_id]
-
-        def mentioned(word: str) -> bool:
-            return any(word in t for t in tokens)
-
-        if item.primary:
-            return not any(mentioned(t) for t in item.primary)
-        return not any(mentioned(t) for t in item.core)
-
-    def _features(self, parsed: Parsed) -> dict[str, tuple[float, float, float, float]]:
-        """Candidates share a word with the question and, if it names things (证件, 手续), one of those.
-
-        A question naming a thing no entry names (选课, 借书证, 高中毕业证) has no candidates at all.
-        """
-        tokens = parsed.tokens
-        objects = self._objects(tokens)
-        if not objects <= self._idf.keys() or self._qualifiers(parsed) is None:
-            return {}
-        weights = {t: self._weight(t) for t in tokens}
-        total = sum(weights.values())
-        found = {}
-        for entry_id in {e for t in tokens for e in self._postings.get(t, ())}:
-            item = self._index[entry_id]
-            if objects and objects.isdisjoint(item.strength):
-                continue
-            coverage = sum(w * item.strength.get(t, 0.0) for t, w in weights.items()) / total
-            overlap: dict[int, float] = {}
-            for t, w in weights.items():
-                for i in item.phrase_postings.get(t, ()):
-                    overlap[i] = overlap.get(i, 0.0) + w
-            dice = max((2 * o / (total + item.phrase_sizes[i]) for i, o in overlap.items()), default=0.0)
-            anchored = sum(w for a, w in item.anchors.items() if a in weights) / (item.anchor_total or 1.0)
-            keyworded = max((sum(weights[t] for t in k) for k in item.keywords if k <= weights.keys()), default=0.0) / total
-            found[entry_id] = (coverage, dice, anchored, keyworded)
-        return found
-
-    def _ranked(self, parsed: Parsed) -> list[tuple[str, float]]:
-        scores = [(entry_id, round(_confidence(*f), 4)) for entry_id, f in self._features(parsed).items()]
-        return sorted(scores, key=lambda pair: (-pair[1], pair[0]))
+    def probabilities(self, question: str) -> tuple[np.ndarray, int, int]:
+        """The model's probability for every class (``model.classes``), how many terms it read, and
+        how many of them the model knows."""
+        terms = self.features.terms(question)
+        idx, vals = self.model.vector(terms, len(self.features.views))
+        return self.model.proba(idx, vals), len(terms), len(idx)
 
     def rank(self, question: str) -> list[tuple[str, float]]:
-        """The candidate entries for ``question`` with their confidence, best first (also the debugging view)."""
-        return self._ranked(self.analyzer.parse(question))
+        """The entries for ``question`` with the model's probability, best first (out of domain left out)."""
+        proba = self.probabilities(question)[0]
+        ranked = [(str(c), round(float(p), 4)) for c, p in zip(self.model.classes, proba) if c != OOD]
+        return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))
+
+    def confidence(self, question: str) -> tuple[float, float, list[tuple[str, float]]]:
+        """(calibrated probability the top entry is right, probability of the domain, the ranking)."""
+        proba, n_terms, _ = self.probabilities(question)
+        return self._decided(proba, n_terms)
+
+    def _decided(self, proba: np.ndarray, n_terms: int) -> tuple[float, float, list[tuple[str, float]]]:
+        ranked = sorted(((str(c), float(p)) for c, p in zip(self.model.classes, proba) if c != OOD), key=lambda pair: (-pair[1], pair[0]))
+        z = float(decision_features(proba, self._ood, n_terms) @ self.model.decider[:-1] + self.model.decider[-1])
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), 1.0 - (float(proba[self._ood]) if self._ood is not None else 0.0), ranked
+
+    def _knowledge(self, question: str, audience: str | None) -> Match:
+        """Answer a likely-right top entry, offer the likeliest few to a question likely in the domain, or fall back."""
+        proba, n_terms, known = self.probabilities(question)
+        if not known:
+            return Match("fallback", None, (), 0.0, audience)  # not one term the model knows: no evidence at all
+        sure, domain, ranked = self._decided(proba, n_terms)
+        ids = tuple(entry_id for entry_id, _ in ranked[:MAX_CHOICES])
+        score = round(sure, 4)
+        if sure >= ANSWER_AT:
+            return Match("answer", ids[0], ids, score, audience)
+        close = tuple(entry_id for entry_id, p in ranked[:MAX_CHOICES] if p >= CLOSE * ranked[0][1])
+        if domain >= CLARIFY_AT and len(close) >= 2:
+            return Match("clarify", None, close, score, audience)
+        return Match("fallback", None, ids, score, audience)
 
     def _rule(self, text: str) -> Rule | None:
         """The exact rule for ``text``, else the contains rule with the longest keyword found in it."""
@@ -368,46 +508,15 @@ class Matcher:
             text = pattern.sub(" ", text)
         return kind, text
 
-    def _knowledge(self, question: str, audience: str | None) -> Match:
-        """Answer a clear winner, offer close candidates, or fall back.
-
-        A question that says too little (毕业证) is not answered outright: its likely
-        entries are offered instead. A long question's confidence is diluted by its
-        context words, so there a clear lead over the runner-up is enough. Without
-        a clear winner, the entries close to the top are offered; if only one is,
-        it is too doubtful to answer and the question falls back.
-        """
-        parsed = self.analyzer.parse(question)
-        words, tokens = parsed.words, parsed.tokens
-        ranked = self._ranked(parsed)
-        ids = tuple(entry_id for entry_id, _ in ranked)
-        top = ranked[0][1] if ranked else 0.0
-        second = ranked[1][1] if len(ranked) > 1 else 0.0
-        if top < CLARIFY_AT:
-            return Match("fallback", None, ids[:MAX_CHOICES], top, audience)
-        informative = sum(len(w) > 1 for w in words) > 1 or sum(self._weight(w) for w in words) >= INFO_FLOOR
-        leads = top - second >= MARGIN if top >= ANSWER_AT else len(words) >= LONG and top >= LEAD * second
-        named = self._objects(tokens) | (self.lexicon.heads & set(tokens))
-        leads = leads and not self._off_object(ids[0], named, self._qualifiers(parsed))
-        leads = leads and not self._off_topic(ids[0], tokens)
-        if informative and leads:
-            return Match("answer", ids[0], ids[:MAX_CHOICES], top, audience)
-        bar = top - CLOSE if informative else CLARIFY_AT
-        close = tuple(entry_id for entry_id, score in ranked if score >= bar)
-        if len(close) < 2:
-            return Match("fallback", None, ids[:MAX_CHOICES], top, audience)
-        return Match("clarify", None, close[:MAX_CHOICES], top, audience)
-
     def match(self, question: str) -> Match:
         """The one decision for a message.
 
-        Small talk wins when what is left without its phrases names no entry word of two
-        characters or more (a lone 人 or 号 left over is no question); a greeting only when
-        nothing of two characters or more is left at all (老师好 食堂几点开门 is a question,
-        and gets the fallback). When something is left, the
-        knowledge base is asked; unless it has a clear answer, a request for a person or for
-        help is served as such (有没有真人老师在线), and so is a thanks it cannot place; a
-        greeting in front of an unanswerable question gets the fallback, which says so.
+        Small talk wins when what is left without its phrases names no word the entries use
+        (a lone 人 or 号 left over is no question); a greeting only when nothing of two
+        characters or more is left at all (老师好 食堂几点开门 is a question, and gets the
+        fallback). When something is left, the knowledge base is asked; unless it has a clear
+        answer, a request for a person or for help is served as such (有没有真人老师在线), and
+        so is a thanks it cannot place.
         """
         text = compact(question)
         audience = self.audience(question)
@@ -415,7 +524,7 @@ class Matcher:
         if rule is not None:
             return Match("rule", rule.entry, (rule.entry,) if rule.entry else (), 1.0, audience, rule.text, rule.reply)
         kind, rest = self._small_talk(text)
-        left = [t for t in self.analyzer.tokens(rest) if len(t) > 1 and (kind == "greeting" or t in self._idf)]
+        left = [t for t in self.analyzer.tokens(rest) if len(t) > 1 and (kind == "greeting" or t in self._known)]
         if kind is not None and not left:
             return Match(kind, None, (), 1.0, audience)
         decision = self._knowledge(question, audience)

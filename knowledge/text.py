@@ -1,22 +1,21 @@
-"""Students' words → the canonical tokens the matcher compares.
+"""Students' words → the normalised text and the views the matcher's model reads.
 
-WeChat questions are short, colloquial and full of typos typed with a pinyin
-keyboard (学信王, 学力认正, 密马). ``Analyzer`` turns a message into content
-tokens, driven by the data files in ``knowledge/lexicon/``:
+WeChat questions are short, colloquial, typed with a pinyin keyboard (学信王,
+学力认正), sometimes in traditional characters (學信網), in pinyin (biyezheng) or
+with English and abbreviations (chsi, forgot password). Everything here is
+driven by the data files in ``knowledge/lexicon/``:
 
-1. ``clean``: NFKC (full-width → half-width), lower case, punctuation and emoji
-   become spaces, overly long input is cut.
-2. ``correct``: a substring that sounds like a known term (same toneless pinyin,
-   a character in common, and not itself a common word) becomes that term, so
-   typos are caught even when no synonym lists them.
-3. a private jieba tokenizer that knows every lexicon word cuts the text (the
-   global ``jieba`` tokenizer is never touched).
-4. each word is mapped to its canonical form (``synonyms.yaml``) and stop words
-   are dropped; a compound is followed by the known terms it is made of.
-5. ``parse`` also reports the *qualified things*: a noun right before a thing
-   (``objects.txt``), as 高中 in 高中学籍 or 辅导员 in 辅导员电话. Nouns are told
-   from verbs, numbers and time words (补办毕业证, 一张毕业证, 去年毕业证) by the
-   part-of-speech tags of jieba's dictionary.
+1. ``Lexicon.normalise``: NFKC (full-width → half-width), lower case, OpenCC
+   traditional → simplified, then Latin words are mapped through
+   ``aliases.yaml`` (chsi → 学信网); punctuation and emoji become spaces.
+2. ``Analyzer.words``: a private jieba tokenizer that knows every lexicon word
+   (the global ``jieba`` tokenizer is never touched).
+3. ``Analyzer.tokens``: the words with homophone typos corrected (a substring
+   that sounds like a known term becomes that term), mapped to their canonical
+   form (``synonyms.yaml``), stop words dropped, compounds followed by their parts.
+4. ``Analyzer.syllables``: the toneless pinyin of the text; Latin runs that
+   spell pinyin (biyezheng diule) are cut into syllables, so pinyin typed by a
+   student meets the pinyin of the entries' Chinese.
 """
 from __future__ import annotations
 
@@ -26,13 +25,16 @@ import os
 import re
 import tempfile
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
 import jieba
+import opencc
 import yaml
+
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: 10x faster
 from pypinyin import Style, lazy_pinyin, pinyin
 
 jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not ours to print
@@ -44,13 +46,11 @@ MAX_CHARS = 300
 COMMON_WORD_FREQ = 20
 # Weight of user terms in the tokenizer, so that domain terms win over general words.
 TERM_FREQ = 3000
-# jieba part-of-speech tags of words that cannot name a kind of thing: verbs, numbers, time
-# and place words (以前), adverbs, pronouns, adjectives, idioms, set phrases, particles
-# (补办, 一张, 去年, 刚刚, 这个, 没用过).
-NOT_NOUN_TAGS = frozenset("v vd vg vi vq m mq q t tg f d ad dg r rr rz c p u ul uj uz ud ug uv y e o x k i l z zg a ag b g".split())
 
 _NON_WORD = re.compile(r"[^0-9a-z\u3400-\u9fff]+")
 _CJK = re.compile(r"^[\u3400-\u9fff]+$")
+_LATIN_RUN = re.compile(r"[a-z]+(?: +[a-z]+)*")
+_T2S = opencc.OpenCC("t2s")
 
 
 class LexiconError(ValueError):
@@ -70,9 +70,9 @@ def _lines(path: Path) -> list[str]:
 
 
 def clean(text: str) -> str:
-    """Normalised surface text: NFKC, lower case, runs of non-word characters as one space."""
+    """Normalised surface text: NFKC, lower case, simplified characters, runs of non-word characters as one space."""
     text = unicodedata.normalize("NFKC", (text or "")[: MAX_CHARS * 2]).lower()
-    return _NON_WORD.sub(" ", text).strip()[:MAX_CHARS]
+    return _NON_WORD.sub(" ", _T2S.convert(text)).strip()[:MAX_CHARS]
 
 
 def compact(text: str) -> str:
@@ -80,25 +80,29 @@ def compact(text: str) -> str:
     return clean(text).replace(" ", "")
 
 
+def _yaml(path: Path) -> object:
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) if path.exists() else None
+    except yaml.YAMLError as exc:
+        raise LexiconError(f"{path.name}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Lexicon:
-    """The editable word lists: user dictionary, synonym families, stop words, objects, small talk."""
+    """The editable word lists: user dictionary, synonym families, stop words, aliases, small talk."""
 
     words: tuple[str, ...]
     canonical: dict[str, str]
     stopwords: frozenset[str]
-    objects: frozenset[str]
-    object_suffixes: tuple[str, ...]
+    aliases: dict[str, str]  # a Latin word (spaces removed) → the Chinese it stands for
     smalltalk: dict[str, tuple[str, ...]]
-    heads: frozenset[str] = frozenset()  # general things (学籍, 证书, 电话): a noun before one makes another thing
-    describing: frozenset[str] = frozenset()  # words that describe a thing without making it another (纸质, 函授, 妹妹)
 
     @classmethod
     def load(cls, folder: Path = LEXICON_DIR) -> "Lexicon":
         problems: list[str] = []
         words = tuple(clean(line.split()[0]) for line in _lines(folder / "userdict.txt"))
         canonical: dict[str, str] = {}
-        families = yaml.safe_load((folder / "synonyms.yaml").read_text(encoding="utf-8")) or {}
+        families = _yaml(folder / "synonyms.yaml") or {}
         if not isinstance(families, dict):
             raise LexiconError("synonyms.yaml: must map each canonical word to a list of variants")
         for head, variants in families.items():
@@ -113,7 +117,18 @@ class Lexicon:
                     problems.append(f"synonyms.yaml: {word!r} is in both {canonical[word]!r} and {head!r}")
                 else:
                     canonical[word] = head
-        talk_raw = yaml.safe_load((folder / "smalltalk.yaml").read_text(encoding="utf-8")) or {}
+        raw_aliases = _yaml(folder / "aliases.yaml") or {}
+        aliases: dict[str, str] = {}
+        if not isinstance(raw_aliases, dict) or not isinstance(raw_aliases.get("aliases", {}), dict):
+            problems.append("aliases.yaml: needs a mapping 'aliases' of Latin words to Chinese")
+        else:
+            for latin, chinese in (raw_aliases.get("aliases") or {}).items():
+                key = compact(str(latin))
+                if not key.isascii() or not key or not compact(str(chinese or "")):
+                    problems.append(f"aliases.yaml [{latin}]: needs a Latin word and a Chinese replacement")
+                else:
+                    aliases[key] = compact(str(chinese))
+        talk_raw = _yaml(folder / "smalltalk.yaml") or {}
         smalltalk: dict[str, tuple[str, ...]] = {}
         for kind in ("human", "help", "thanks", "greeting"):
             phrases = talk_raw.get(kind) if isinstance(talk_raw, dict) else None
@@ -123,70 +138,61 @@ class Lexicon:
             smalltalk[kind] = tuple(sorted({compact(str(p)) for p in phrases} - {""}, key=len, reverse=True))
         if problems:
             raise LexiconError("\n".join(problems))
-        stopwords = frozenset(clean(w) for w in _lines(folder / "stopwords.txt"))
-        lines = _lines(folder / "objects.txt")
-        objects = [clean(w) for w in lines if w[0] not in "*+-"]
-        suffixes = tuple(clean(w[1:]) for w in lines if w.startswith("*") and clean(w[1:]))
-        heads = [clean(w[1:]) for w in lines if w.startswith("+") and clean(w[1:])]
-        describing = [clean(w[1:]) for w in lines if w.startswith("-") and clean(w[1:])]
         return cls(
-            words=tuple(dict.fromkeys([*words, *objects])),
+            words=words,
             canonical=canonical,
-            stopwords=stopwords,
-            objects=frozenset(canonical.get(w, w) for w in objects),
-            object_suffixes=suffixes,
+            stopwords=frozenset(clean(w) for w in _lines(folder / "stopwords.txt")),
+            aliases=aliases,
             smalltalk=smalltalk,
-            heads=frozenset(canonical.get(w, w) for w in heads),
-            describing=frozenset(canonical.get(w, w) for w in describing),
         )
 
+    def normalise(self, text: str) -> str:
+        """``clean`` text with Latin words replaced by the Chinese they stand for (longest alias first)."""
+        return _LATIN_RUN.sub(lambda m: self._latin(m.group(0)), clean(text)) if self.aliases else clean(text)
 
-def _not_nouns() -> frozenset[str]:
-    """The words of jieba's dictionary whose part-of-speech tag is in ``NOT_NOUN_TAGS`` (none if
-    the dictionary file cannot be read: then every dictionary word may be a noun)."""
-    words = set()
-    try:
-        with open(Path(jieba.__file__).parent / jieba.DEFAULT_DICT_NAME, encoding="utf-8") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 3 and parts[2] in NOT_NOUN_TAGS:
-                    words.add(parts[0])
-    except OSError:
-        pass
-    return frozenset(words)
+    def _latin(self, run: str) -> str:
+        """A run of Latin words with every alias found in it (spaces ignored) replaced; else as typed."""
+        letters, pieces, rest, i = run.replace(" ", ""), [], "", 0
+        longest = max(map(len, self.aliases))
+        while i < len(letters):
+            end = next((e for e in range(min(len(letters), i + longest), i, -1) if letters[i:e] in self.aliases), None)
+            if end is None:
+                rest, i = rest + letters[i], i + 1
+            else:
+                pieces += [rest, self.aliases[letters[i:end]]]
+                rest, i = "", end
+        return " ".join(p for p in [*pieces, rest] if p) if pieces else run
 
 
 @lru_cache(maxsize=1)
-def _jieba_dictionary() -> tuple[dict[str, int], int, frozenset[str]]:
-    """jieba's default dictionary and its words that are no nouns, read once per process
-    (the slow part of start-up).
+def _jieba_dictionary() -> tuple[dict[str, int], int]:
+    """jieba's default dictionary, read once per process (the slow part of start-up).
 
     jieba's own cache is read with ``marshal.load`` on a file, object by object,
     which takes about three times as long as ``marshal.loads`` on the whole file;
     so the dictionary is kept in a cache of our own, read in one go.
     """
-    cache = Path(tempfile.gettempdir()) / f"xueji-jieba-{jieba.__version__}-pos.marshal"
+    cache = Path(tempfile.gettempdir()) / f"xueji-jieba-{jieba.__version__}.marshal"
     try:
-        freq, total, not_nouns = marshal.loads(cache.read_bytes())
-        if isinstance(freq, dict) and isinstance(total, int) and isinstance(not_nouns, frozenset) and freq:
-            return freq, total, not_nouns
+        freq, total = marshal.loads(cache.read_bytes())
+        if isinstance(freq, dict) and isinstance(total, int) and freq:
+            return freq, total
     except (OSError, ValueError, EOFError, TypeError):
         pass
     base = jieba.Tokenizer()
     base.initialize()
-    not_nouns = _not_nouns()
     partial = cache.with_suffix(f".{os.getpid()}.tmp")
     try:
-        partial.write_bytes(marshal.dumps((base.FREQ, base.total, not_nouns)))
+        partial.write_bytes(marshal.dumps((base.FREQ, base.total)))
         partial.replace(cache)
     except OSError:
         partial.unlink(missing_ok=True)
-    return base.FREQ, base.total, not_nouns
+    return base.FREQ, base.total
 
 
 def _tokenizer(terms: Iterable[str]) -> jieba.Tokenizer:
     """A private jieba tokenizer: the default dictionary plus ``terms``; the global one stays untouched."""
-    freq, total, _ = _jieba_dictionary()
+    freq, total = _jieba_dictionary()
     tokenizer = jieba.Tokenizer()
     tokenizer.FREQ, tokenizer.total, tokenizer.initialized = dict(freq), total, True
     for term in terms:
@@ -195,16 +201,7 @@ def _tokenizer(terms: Iterable[str]) -> jieba.Tokenizer:
     return tokenizer
 
 
-@dataclass(frozen=True)
-class Parsed:
-    """One message, analysed: see ``Analyzer.parse``."""
-
-    words: list[str]
-    tokens: list[str]
-    pairs: list[tuple[str, str]] = field(default_factory=list)
-
-
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=16384)
 def _readings(char: str) -> frozenset[str]:
     """Every toneless pinyin reading of one character (empty for non-Chinese)."""
     if not _CJK.match(char):
@@ -212,23 +209,100 @@ def _readings(char: str) -> frozenset[str]:
     return frozenset(pinyin(char, style=Style.NORMAL, heteronym=True)[0])
 
 
+@lru_cache(maxsize=16384)
+def _syllable(char: str) -> str:
+    """The usual toneless pinyin of one character."""
+    return lazy_pinyin(char, style=Style.NORMAL)[0]
+
+
+@lru_cache(maxsize=1)
+def _all_syllables() -> frozenset[str]:
+    """Every toneless pinyin syllable (to cut Latin runs that spell pinyin)."""
+    from pypinyin.constants import PINYIN_DICT
+
+    strip = str.maketrans("āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹḿ", "aaaaeeeeiiiioooouuuuvvvvvnnnm")
+    return frozenset(r.translate(strip) for readings in PINYIN_DICT.values() for r in readings.split(",")) - {""}
+
+
+@lru_cache(maxsize=4096)
+def spell(letters: str) -> tuple[str, ...]:
+    """``letters`` cut into pinyin syllables (fewest syllables), or () if it does not spell pinyin."""
+    syllables = _all_syllables()
+    best: list[tuple[str, ...] | None] = [()] + [None] * len(letters)
+    for end in range(1, len(letters) + 1):
+        for start in range(max(0, end - 6), end):
+            prev = best[start]
+            if prev is not None and letters[start:end] in syllables:
+                if best[end] is None or len(prev) + 1 < len(best[end]):  # type: ignore[arg-type]
+                    best[end] = (*prev, letters[start:end])
+    return best[-1] or ()
+
+
 class Analyzer:
-    """Turns text into canonical content tokens; built once per ``Matcher``."""
+    """Normalised text → words, canonical tokens and syllables; built once per ``Matcher``."""
 
     def __init__(self, lexicon: Lexicon):
         self.lexicon = lexicon
         self.canonical = dict(lexicon.canonical)
-        terms = {clean(t).replace(" ", "") for t in [*lexicon.words, *lexicon.canonical]} - {""}
+        terms = {compact(t) for t in [*lexicon.words, *lexicon.canonical, *lexicon.aliases.values()]} - {""}
         for term in terms:
             self.canonical.setdefault(term, term)
         self.tokenizer = _tokenizer(sorted(terms | {w for w in lexicon.stopwords if len(w) > 1}))
-        self._common, _, self._not_nouns = _jieba_dictionary()
+        self._common, _ = _jieba_dictionary()
         self._parts_cache: dict[str, list[str]] = {}
-        self._things = lexicon.objects | lexicon.heads
+        self.pinyin_words: dict[str, str] = {}  # from the training texts' words (use_pinyin)
+        self._pinyin_longest = 0
         self._trie: dict = {}
-        for term in terms:
+        for term in sorted(terms):
             if len(term) >= 2 and _CJK.match(term):
                 self._add_sound(term)
+
+    def normalise(self, text: str) -> str:
+        """``Lexicon.normalise``, then Latin that spells the pinyin of a known word becomes that word."""
+        text = self.lexicon.normalise(text)
+        return _LATIN_RUN.sub(lambda m: self._pinyin(m.group(0)), text) if self.pinyin_words and _LATIN_RUN.search(text) else text
+
+    @staticmethod
+    def pinyin_of_words(words: Iterable[str]) -> dict[str, str]:
+        """The toneless pinyin of each word of two characters or more (zicha) → the word (自查);
+        when several words sound alike, the most frequent in ``words`` wins."""
+        counts: dict[str, int] = {}
+        for word in words:
+            if len(word) > 1 and _CJK.match(word):
+                counts[word] = counts.get(word, 0) + 1
+        best: dict[str, tuple[int, str]] = {}
+        for word, n in counts.items():
+            key = "".join(_syllable(c) for c in word)
+            if key not in best or (-n, word) < (-best[key][0], best[key][1]):
+                best[key] = (n, word)
+        return {key: word for key, (_, word) in sorted(best.items())}
+
+    def use_pinyin(self, mapping: dict[str, str]) -> None:
+        """Read Latin that spells one of these pinyin keys as its word (see ``pinyin_of_words``)."""
+        self.pinyin_words = dict(mapping)
+        self._pinyin_longest = max(map(len, self.pinyin_words), default=0)
+
+    def _pinyin(self, run: str) -> str:
+        """A Latin run with the known words its letters spell put in (most letters covered, fewest words)."""
+        letters = run.replace(" ", "")
+        best: list[tuple[int, int, tuple[str, ...]]] = [(0, 0, ())] + [(-1, 0, ())] * len(letters)
+        for i in range(len(letters)):
+            covered, pieces, out = best[i]
+            if covered < 0:
+                continue
+            steps = [(i + 1, letters[i], 0)] + [
+                (end, self.pinyin_words[letters[i:end]], end - i)
+                for end in range(i + 2, min(len(letters), i + self._pinyin_longest) + 1)
+                if letters[i:end] in self.pinyin_words
+            ]
+            for end, piece, gained in steps:
+                candidate = (covered + gained, pieces - 1, (*out, piece))
+                if candidate[:2] > best[end][:2]:
+                    best[end] = candidate
+        covered, _, pieces = best[-1]
+        if not covered:
+            return run
+        return re.sub(r"(?<=[a-z]) (?=[a-z])", "", " ".join(pieces))
 
     def _add_sound(self, term: str) -> None:
         node = self._trie
@@ -251,8 +325,7 @@ class Analyzer:
 
     def _straddled(self, text: str, start: int, end: int) -> bool:
         """True if a common word crosses an edge of a short ``text[start:end]`` (学生|征兵, 高|考时):
-        the piece is then part of other words, not a mistyped term, and is left alone. A long
-        piece (学力认正) sounding like a term is a typo whatever its neighbours."""
+        the piece is then part of other words, not a mistyped term, and is left alone."""
         if end - start > 3:
             return False
         edges = (text[start - 1 : start + 1] if start > 0 else "", text[end - 1 : end + 1] if end < len(text) else "")
@@ -281,21 +354,12 @@ class Analyzer:
                 i += 1
         return "".join(out)
 
-    def frequency(self, word: str) -> int:
-        """How common ``word`` is in general Chinese (jieba's dictionary count; 0 if unknown)."""
-        return self._common.get(word, 0)
-
-    def parts(self, word: str) -> list[str]:
-        """The known terms a word of two characters or more is made of (手机短信 → 手机号, 短信)."""
-        return self._parts(word) if len(word) > 1 and _CJK.match(word) else []
+    def words(self, normalised: str) -> list[str]:
+        """jieba's words of normalised text, as cut (no correction, no synonyms)."""
+        return [w for w in self.tokenizer.cut(normalised, HMM=False) if w.strip()]
 
     def _parts(self, piece: str) -> list[str]:
-        """Known terms a compound is made of (实名注册 → 注册), so compounds still overlap with their parts.
-
-        The compound is re-cut as if it were not a word itself (jieba's best route
-        without the whole-word edge), so it splits where jieba would split it, never
-        at a known word straddling two of its parts.
-        """
+        """Known terms a compound is made of (实名注册 → 注册), so compounds still overlap with their parts."""
         if piece not in self._parts_cache:
             dag = self.tokenizer.get_DAG(piece)
             dag[0] = [end for end in dag[0] if end != len(piece) - 1] or [0]
@@ -311,60 +375,34 @@ class Analyzer:
             self._parts_cache[piece] = parts
         return self._parts_cache[piece]
 
-    def _joined(self, pieces: Iterable[str]) -> list[str]:
-        """The cut pieces, stripped, with a lone object suffix (卡, 证) joined to the word before it:
-        jieba cuts 学籍卡 into 学籍 + 卡, but the message is about a 学籍卡, not about 学籍. A joined
-        X证 that is short for a known X证书 (学历证) reads as that."""
-        out: list[str] = []
+    def tokens(self, text: str, normalised: bool = False, words: list[str] | None = None) -> list[str]:
+        """Canonical content tokens in order of appearance, each once; compounds are followed by their parts.
+
+        ``words``, jieba's cut of the normalised text if the caller has it, saves cutting it again
+        when correcting typos changes nothing."""
+        text = text if normalised else self.normalise(text)
+        corrected = self.correct(text)
+        pieces = words if words is not None and corrected == text else self.tokenizer.cut(corrected, HMM=False)
+        tokens: dict[str, None] = {}
         for piece in pieces:
             piece = piece.strip()
-            prev = out[-1] if out else ""
-            if piece in self.lexicon.object_suffixes and len(prev) > 1 and _CJK.match(prev) and prev not in self.lexicon.stopwords:
-                joined = prev + piece
-                out[-1] = joined + "书" if joined not in self.canonical and joined + "书" in self.canonical else joined
-            else:
-                out.append(piece)
-        return out
-
-    def noun(self, piece: str) -> bool:
-        """True if ``piece`` can name a kind of thing: a thing of ``objects.txt``, or a word of
-        jieba's dictionary not tagged as a verb, number, time word and the like. A piece made
-        only of stop characters (时说) is no word."""
-        if self.canonical.get(piece, piece) in self._things:
-            return True
-        if all(c in self.lexicon.stopwords for c in piece):
-            return False
-        return piece in self._common and piece not in self._not_nouns
-
-    def parse(self, text: str) -> "Parsed":
-        """The canonical content words in order (each once), the tokens (words and the parts of
-        compounds) and the qualified things: (noun, thing) for a noun right before a thing of
-        ``objects.txt`` (高中毕业证, 辅导员电话; not 妹妹的毕业证, where 的 makes it whose it is)."""
-        words: dict[str, None] = {}
-        tokens: dict[str, None] = {}
-        pairs: list[tuple[str, str]] = []
-        prev = ""
-        for piece in self._joined(self.tokenizer.cut(self.correct(clean(text)), HMM=False)):
             if not piece or piece in self.lexicon.stopwords:
-                prev = ""
                 continue
             word = self.canonical.get(piece, piece)
-            if word in self._things and len(prev) > 1 and _CJK.match(prev) and self.noun(prev):
-                pairs.append((self.canonical.get(prev, prev), word))
-            prev = piece
             if word not in self.lexicon.stopwords:
-                words.setdefault(word, None)
                 tokens.setdefault(word, None)
             if len(piece) > 2 and _CJK.match(piece):
                 for part in self._parts(piece):
                     tokens.setdefault(part, None)
-        return Parsed(list(words), list(tokens), pairs)
+        return list(tokens)
 
-    def analyse(self, text: str) -> tuple[list[str], list[str]]:
-        """(words, tokens): the canonical content words in order, each once; tokens add the parts of compounds."""
-        parsed = self.parse(text)
-        return parsed.words, parsed.tokens
-
-    def tokens(self, text: str) -> list[str]:
-        """Canonical content tokens in order of appearance, each once; compounds are followed by their parts."""
-        return self.analyse(text)[1]
+    def syllables(self, normalised: str) -> list[str]:
+        """Toneless pinyin of normalised text; a Latin word that spells pinyin is cut into its syllables."""
+        out: list[str] = []
+        for chunk in normalised.split():
+            for run in re.findall(r"[a-z]+|[\u3400-\u9fff]+|[0-9]+", chunk):
+                if run[0].isascii():
+                    out.extend(spell(run) if run.isalpha() else ())
+                else:
+                    out.extend(_syllable(c) for c in run)
+        return out

@@ -26,7 +26,7 @@ from conftest import TOKEN, LiveApp, drop_keys, introduce, start_app
 from console_helpers import create_user_cli, csrf, field_errors, form, forms, wait_for
 from knowledge import impact
 from knowledge.base import KnowledgeBase
-from knowledge.live import LiveKnowledge, entry_from_yaml
+from knowledge.live import LiveKnowledge, entry_from_yaml, entry_to_yaml
 from wechatsim import text_message
 
 PASSWORD = "correct horse battery"
@@ -283,7 +283,7 @@ def test_entries_list_shows_hits_and_negative_feedback_and_searches(console: Con
 def test_editing_an_answer_saves_it_and_the_bot_answers_with_it(console: Console) -> None:
     client = console.signed_in()
     new_answer = "学历证书遗失后可以申请学历证明书。\n请联系：{office_contact}"
-    response = post_edit(client, f"/admin/entries/{ENTRY}", answer=new_answer, message="shorter")
+    response = post_edit(client, f"/admin/entries/{ENTRY}", action="confirm", answer=new_answer, message="shorter")
     assert response.status_code == 302 and response.headers["Location"] == f"/admin/entries/{ENTRY}"
     assert console.entry()["answer"].strip() == new_answer
     assert console.entry()["updated"] == dt.date.today().isoformat()
@@ -339,15 +339,15 @@ def test_concurrent_edit_is_detected_and_shown_as_a_diff(console: Console) -> No
     alice, bob = console.signed_in("alice"), console.signed_in("bob")
     path = f"/admin/entries/{ENTRY}"
     alice_form, bob_form = edit_form(alice, path), edit_form(bob, path)
-    saved = alice.post(path, data=alice_form.data(("action", "save"), answer="爱丽丝的版本。"))
+    saved = alice.post(path, data=alice_form.data(("action", "confirm"), answer="爱丽丝的版本。"))
     assert saved.status_code == 302
-    refused = bob.post(path, data=bob_form.data(("action", "save"), answer="鲍勃的版本。"))
+    refused = bob.post(path, data=bob_form.data(("action", "confirm"), answer="鲍勃的版本。"))
     assert refused.status_code == 409
     assert "别人刚刚改过" in refused.text
     assert re.search(r'<span class="del">-[^<]*爱丽丝的版本。', refused.text) and re.search(r'<span class="add">\+[^<]*鲍勃的版本。', refused.text)
     assert console.entry()["answer"].strip() == "爱丽丝的版本。"
     # having seen the difference, bob may still save his version: the form now carries the new revision
-    again = bob.post(path, data=form(refused.text, "edit").data(("action", "save")))
+    again = bob.post(path, data=form(refused.text, "edit").data(("action", "confirm")))
     assert again.status_code == 302 and console.entry()["answer"].strip() == "鲍勃的版本。"
     assert [h["user"] for h in console.live.history(f"entries/{ENTRY}.yaml")][:2] == ["bob", "alice"]
 
@@ -355,8 +355,8 @@ def test_concurrent_edit_is_detected_and_shown_as_a_diff(console: Console) -> No
 def test_history_shows_who_when_and_diff_and_restores_an_old_version(console: Console) -> None:
     client = console.signed_in()
     path = f"/admin/entries/{ENTRY}"
-    assert post_edit(client, path, answer="第一版答案。").status_code == 302
-    assert post_edit(client, path, answer="第二版答案。").status_code == 302
+    assert post_edit(client, path, action="confirm", answer="第一版答案。").status_code == 302
+    assert post_edit(client, path, action="confirm", answer="第二版答案。").status_code == 302
     page = client.get(f"/admin/history/entries/{ENTRY}.yaml").text
     assert re.findall(r'data-rev="(\d+)"', page) == ["2", "1", "0"]
     assert "alice" in page and re.search(r"\+\s+answer: 第二版答案。", html.unescape(re.sub(r"<[^>]+>", "", page)))
@@ -482,8 +482,9 @@ def test_what_would_change_lists_the_changed_decisions_before_saving(console: Co
     assert response.status_code == 200 and "保存后会改变判断的问题" in response.text
     rows = _changed_rows(response.text)
     assert rows, "some decision changes"
-    _, draft = console.live.draft({f"entries/{OTHER}.yaml": console.live.read(f"entries/{OTHER}.yaml")[0].replace(
-        "  similar:\n", "  similar:\n" + "".join(f"    - {q}\n" for q in moved), 1)})
+    drafted = entry_from_yaml(console.live.read(f"entries/{OTHER}.yaml")[0])
+    drafted["similar"] = [*drafted["similar"], *moved]  # in the order the form posts them
+    _, draft = console.live.draft({f"entries/{OTHER}.yaml": entry_to_yaml(drafted)})
     for question, (_, old, new) in rows.items():
         before, after = live.match(question), draft.match(question)
         assert old == f"{before.action}:{before.entry_id or ''}" and new == f"{after.action}:{after.entry_id or ''}", question
@@ -639,7 +640,7 @@ def test_out_of_domain_examples_file_is_created_when_absent(console: Console) ->
     page = client.get("/admin/out-of-domain").text
     assert ("还没有范围外例句" in page) is not existed
     current = form(page, "edit").value("examples") or ""
-    response = post_edit(client, "/admin/out-of-domain", examples=(current + "\n四六级成绩怎么查").strip())
+    response = post_edit(client, "/admin/out-of-domain", action="confirm", examples=(current + "\n四六级成绩怎么查").strip())
     assert response.status_code == 302
     assert "四六级成绩怎么查" in yaml.safe_load(console.live.read("lexicon/out_of_domain.yaml")[0])["examples"]
 
@@ -724,7 +725,7 @@ def test_over_http_an_edit_is_answered_by_the_webhook(served_app: LiveApp, kb: K
     assert signed.status_code == 302
     edit = form(http.get(f"{served_app.base}/admin/entries/{ENTRY}", timeout=10).text, "edit")
     new_answer = "经网页后台修改的答案：请向毕业学校申请学历证明书。"
-    saved = http.post(f"{served_app.base}/admin/entries/{ENTRY}", data=edit.data(("action", "save"), answer=new_answer), timeout=60, allow_redirects=False)
+    saved = http.post(f"{served_app.base}/admin/entries/{ENTRY}", data=edit.data(("action", "confirm"), answer=new_answer), timeout=60, allow_redirects=False)
     assert saved.status_code == 302, saved.text
     question = kb.entries[ENTRY].question
     wechat = served_app.wechat()
