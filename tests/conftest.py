@@ -10,7 +10,8 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Iterator
+import time
+from typing import Callable, Iterator
 
 import pytest
 
@@ -91,3 +92,13 @@ def for_everyone(kb: KnowledgeBase, *entry_ids: str) -> tuple[str, ...]:
     """Entries answered alike for every audience, so a first message gets the answer itself (not the audience question)."""
     assert not [e for e in entry_ids if kb.depends_on_audience(e)], "each entry must be written for everyone"
     return entry_ids
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Poll a condition the app reaches by itself (a rebuilt matcher, a restarted server); False if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False

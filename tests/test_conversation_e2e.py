@@ -10,14 +10,14 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 import yaml
 
 import state
 
-from conftest import ROOT, LiveApp, drop_keys, start_app
+from conftest import ROOT, LiveApp, drop_keys, start_app, eventually
 from embedded_redis import EmbeddedRedis
 from knowledge.base import KnowledgeBase, load
 from knowledge.matcher import Matcher
@@ -25,14 +25,6 @@ from wechatsim import Reply, WeChatServer, event_message, text_message
 
 LONG_ENTRY = "xueli-certification"
 
-
-def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Student:

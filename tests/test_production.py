@@ -11,27 +11,19 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 import requests
 
 import bot
-from conftest import ROOT, LiveApp, drop_keys, for_everyone, introduce, start_app
+from conftest import ROOT, LiveApp, drop_keys, for_everyone, introduce, start_app, eventually
 from embedded_redis import EmbeddedRedis
 from knowledge.base import KnowledgeBase
 from wechatsim import WeChatServer, new_msg_id, text_message
 
 WITHIN_WECHAT_DEADLINE = 4.5
 
-
-def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def openid() -> str:

@@ -10,32 +10,22 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Callable
+
 
 import pytest
 import redis
 import requests
 
 import state
-from conftest import ROOT, TOKEN, drop_keys, free_port, start_app
+from conftest import ROOT, TOKEN, drop_keys, free_port, start_app, eventually
 from embedded_redis import EmbeddedRedis
 from knowledge.base import KnowledgeBase
 from wechatsim import WeChatServer, text_message
 
 WITHIN_WECHAT_DEADLINE = 4.5  # seconds: WeChat drops a reply after 5
 
-
-def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    """Poll a condition the app reaches by itself (a restarted server); False if it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def ask(server: WeChatServer, kb: KnowledgeBase, entry_id: str, **fields: object) -> None:
