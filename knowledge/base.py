@@ -312,19 +312,15 @@ def _check_conversation(conversation: Conversation, entries: dict[str, Entry], b
             return []
         return ids
 
-    for entry_id in conversation.welcome_topics:
-        if entry_id not in entries and entry_id not in broken:
-            problems.append(Problem("conversation.yaml", None, f"welcome topic {entry_id!r} is not an entry"))
-    if disabled := only_disabled(conversation.welcome_topics):
-        problems.append(Problem("conversation.yaml", None,
-                                f"every welcome topic is a disabled entry ({', '.join(disabled)}): keep one enabled"))
-    for group in conversation.groups.values():
-        for entry_id in group.entries:
+    lists = [("the welcome", conversation.welcome_topics)]
+    lists += [(f"group {group.key!r}", group.entries) for group in conversation.groups.values()]
+    for label, ids in lists:
+        for entry_id in ids:
             if entry_id not in entries and entry_id not in broken:
-                problems.append(Problem("conversation.yaml", None, f"group {group.key!r} names unknown entry {entry_id!r}"))
-        if disabled := only_disabled(group.entries):
+                problems.append(Problem("conversation.yaml", None, f"{label} names unknown entry {entry_id!r}"))
+        if disabled := only_disabled(ids):
             problems.append(Problem("conversation.yaml", None,
-                                    f"group {group.key!r} names only disabled entries ({', '.join(disabled)}): keep one enabled"))
+                                    f"{label} names only disabled entries ({', '.join(disabled)}): keep one enabled"))
 
 
 def _profile_warnings(profile: Profile) -> list[Problem]:
