@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # The labelled sets shipped with the code that the matcher learns from besides the entries.
 TRAINING_SETS = tuple(
     ROOT / "bench" / name
-    for name in ("dev-questions.yaml", "fresh-questions.yaml", "unseen-questions.yaml", "blind-1a.yaml", "blind-1b.yaml", "blind-1c.yaml")
+    for name in (
+        "dev-questions.yaml",
+        "fresh-questions.yaml",
+        "unseen-questions.yaml",
+        *(f"blind-{round_}{part}.yaml" for round_, parts in (("1", "abc"), ("2", "de"), ("3", "fgh")) for part in parts),
+    )
 )
 _KINDS = ("in_domain", "out_of_domain", "smalltalk")
 

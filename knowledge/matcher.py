@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import math
+import os
 import re
 import tempfile
 import warnings
@@ -38,13 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
+import jieba
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .base import KnowledgeBase
 from .examples import QuestionSet, training_sets
-from .text import LEXICON_DIR, SAFE_LOADER, Analyzer, Lexicon, LexiconError, compact
+from .text import LEXICON_DIR, SAFE_LOADER, Analyzer, Lexicon, LexiconError, clean, compact, syllable
 
 RULES_PATH = Path(__file__).resolve().parent / "rules.yaml"
 OOD = "~out-of-domain"  # the model's class for questions no entry answers (sorts after every entry id)
@@ -59,13 +62,18 @@ CLOSE = 0.05  # a choice lists the entries with at least this share of the top e
 C = 20.0  # inverse regularisation of the model
 WEIGHTS = {"question": 1.0, "similar": 1.0, "keyword": 0.5, "answer": 0.3, "example": 1.0, "ood": 1.0}
 NORM_POWER = 1.0  # each view's TF-IDF block is divided by its length to this power (1: unit length)
-MIN_DF = 2  # a term in fewer training texts says nothing the model can learn
+MIN_DF = 2  # a term in fewer training texts says nothing the model can learn...
+CURATED_FIELDS = ("question", "similar", "keyword")  # ...unless staff wrote it into an entry on purpose
 CALIBRATION_FIELDS = ("question", "similar", "keyword", "example", "ood")  # texts like a student's message
 SHARED_BY = 3  # a word in the questions of this many entries is too vague to answer alone
+VAGUE_SHARE = 0.1  # the weight of those words, together, in the decider's data (CV: 0.05-0.1 as good as none)
 FOLDS = 3  # out-of-fold predictions the decision is calibrated on
 SOLVER = "lbfgs"  # scikit-learn's solver for the model
 MAX_ITER = 50  # iterations (lbfgs) or passes over the data (saga): a fixed budget bounds training time
-CACHE_VERSION = "2"
+WARM_ITER = 10  # iterations of each later fold, which starts from the previous fold's weights (CV: as good as 50)
+CACHE_VERSION = "3"
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
+_LATIN = re.compile(r"[a-z]")
 
 
 @dataclass(frozen=True)
@@ -226,43 +234,96 @@ class Model:
         return logits / logits.sum()
 
 
-def decision_features(proba: np.ndarray, ood: int | None, n_terms: int) -> np.ndarray:
+def decision_features(proba: np.ndarray, ood: int | None, n_terms: int, n_known: int) -> np.ndarray:
     """What the decider reads from a ranking, as log-odds (Platt scaling is linear in them): the top
     entry's, its lead over the runner-up class (another entry or out of domain), out of domain's,
-    and the message's length."""
+    the message's length, and the share of its terms the model has seen (门禁卡坏了: the thing
+    it is about is a word no training text used)."""
     entries = np.delete(proba, ood) if ood is not None else proba
     second, top = np.clip(np.sort(np.append(entries, 0.0))[-2:], 1e-6, 1 - 1e-6)
     other = min(max(float(proba[ood]) if ood is not None else 0.0, 1e-6), 1 - 1e-6)
-    return np.array([math.log(top / (1 - top)), math.log(top / max(second, other)), math.log(other / (1 - other)), math.log1p(n_terms)])
+    return np.array([math.log(top / (1 - top)), math.log(top / max(second, other)), math.log(other / (1 - other)), math.log1p(n_terms), math.log((1 + n_known) / (1 + n_terms))])
 
 
-def _digest(docs: Sequence[Doc], views: Sequence[str], analyzer_files: Sequence[Path]) -> str:
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, C, WEIGHTS, FOLDS, MIN_DF, MAX_ITER, NORM_POWER, CALIBRATION_FIELDS, SHARED_BY, CHAR_NGRAMS, SOLVER, list(views)], sort_keys=True).encode())
+def _phrase_patterns(phrases: Iterable[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Two regexes for a kind's phrases (``clean`` text): the Chinese ones, found in ``compact``
+    text, and the Latin ones, found as whole words in ``clean`` text (hi is not in this), spaces
+    optional; a Chinese phrase is also found there typed as toneless pinyin (xiexie, zai ma)."""
+    chinese, latin = [], []
+    for phrase in phrases:
+        letters = phrase.replace(" ", "")
+        if phrase.isascii():
+            latin.append(r" ?".join(map(re.escape, letters)))
+            continue
+        chinese.append(re.escape(letters))
+        if len(letters) > 1 and all(_CJK_CHAR.match(c) for c in letters):
+            latin.append(r" ?".join(syllable(c) for c in letters))
+    by_length = lambda parts: sorted(set(parts), key=len, reverse=True)  # noqa: E731
+    return (
+        re.compile("|".join(by_length(chinese)) or r"(?!)"),
+        re.compile(r"(?<![a-z])(?:" + "|".join(by_length(latin)) + r")(?![a-z])" if latin else r"(?!)"),
+    )
+
+
+def _digest(docs: Sequence[Doc], views: Sequence[str], analyzer_files: Sequence[Path]) -> tuple[str, str]:
+    """(digest of everything the model learns from, digest of everything the analyzer reads)."""
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, CHAR_NGRAMS, list(views), jieba.__version__]).encode())
     for path in [Path(__file__), Path(__file__).with_name("text.py"), *analyzer_files]:
         h.update(path.read_bytes() if path.exists() else b"-")
+    analyzer = h.hexdigest()[:32]
+    h.update(json.dumps([C, WEIGHTS, FOLDS, MIN_DF, CURATED_FIELDS, MAX_ITER, WARM_ITER, NORM_POWER, CALIBRATION_FIELDS, SHARED_BY, VAGUE_SHARE, SOLVER]).encode())
     for doc in docs:
         h.update(f"{doc.label}\x00{doc.field}\x00{doc.text}\x01".encode())
-    return h.hexdigest()[:32]
+    return h.hexdigest()[:32], analyzer
 
 
-def train(docs: Sequence[Doc], features: Features) -> Model:
+def train(docs: Sequence[Doc], features: Features, terms_key: str | None = None) -> Model:
     """Fit the scorer on every document and the decider on out-of-fold predictions.
 
     scikit-learn is imported here, not at module level: it takes about a second to
-    import, and a process that finds its model in the cache never needs it."""
+    import, and a process that finds its model in the cache never needs it. With
+    ``terms_key`` (a digest of everything the analyzer reads), each text's terms are
+    kept on disk under it, so a retrain after a staff edit analyses only what changed."""
+    import sklearn.linear_model  # noqa: F401 (loads the OpenMP runtime first, so that the limit below reaches it)
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):  # on a small shared machine, BLAS threads only slow the solver down
-        return _fit(docs, features)
+    with threadpool_limits(1):  # on a small shared machine, BLAS and OpenMP threads only slow the solver down
+        return _fit(docs, features, terms_key)
 
 
-def _fit(docs: Sequence[Doc], features: Features) -> Model:
+def _first_terms(docs: Sequence[Doc], features: Features, terms_key: str | None) -> list[dict[str, list[str]]]:
+    """Each document's terms as a fresh analyzer reads them (before it knows the training words' pinyin)."""
+    path = Path(tempfile.gettempdir()) / f"xueji-terms-{terms_key}.marshal"
+    memo: dict = {}
+    if terms_key is not None:
+        try:
+            loaded = marshal.loads(path.read_bytes())
+            memo = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError, EOFError, TypeError):
+            memo = {}
+    raw, new = [], False
+    for doc in docs:
+        terms = memo.get(doc.text)
+        if not isinstance(terms, dict):
+            terms, new = features.raw(doc.text), True
+        raw.append(terms)
+    if terms_key is not None and new:
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            partial.write_bytes(marshal.dumps({d.text: r for d, r in zip(docs, raw)}))
+            partial.replace(path)
+        except OSError:
+            partial.unlink(missing_ok=True)
+    return raw
+
+
+def _fit(docs: Sequence[Doc], features: Features, terms_key: str | None = None) -> Model:
     from scipy import sparse
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    raw = [features.raw(d.text) for d in docs]
+    raw = _first_terms(docs, features, terms_key)
     analyzer = features.analyzer
     words = (r["word"] if "word" in r else analyzer.words(analyzer.normalise(d.text)) for d, r in zip(docs, raw))
     pinyin_words = analyzer.pinyin_of_words(w for ws in words for w in ws)
@@ -273,7 +334,8 @@ def _fit(docs: Sequence[Doc], features: Features) -> Model:
     for ts in terms:
         for key in ts:
             seen[key] = seen.get(key, 0) + 1
-    keys = sorted(k for k, n in seen.items() if n >= MIN_DF)
+    curated = {key for d, ts in zip(docs, terms) if d.field in CURATED_FIELDS for key in ts}
+    keys = sorted(k for k, n in seen.items() if n >= MIN_DF or k in curated)
     vocab = {k: i for i, k in enumerate(keys)}
     view_index = {v: i for i, v in enumerate(features.views)}
     view_of = np.array([view_index[k.split(":", 1)[0]] for k in keys], dtype=np.int64)
@@ -299,8 +361,9 @@ def _fit(docs: Sequence[Doc], features: Features) -> Model:
     intercept = np.zeros(len(classes))
     found, right = [], []
     folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=0)
-    for train_idx, test_idx in folds.split(np.zeros(len(docs)), np.where(asked, labels, "~other")):
-        model = LogisticRegression(C=C, solver=SOLVER, max_iter=MAX_ITER, tol=1e-3, random_state=0)
+    model = LogisticRegression(C=C, solver=SOLVER, max_iter=MAX_ITER, tol=1e-3, random_state=0, warm_start=True)
+    for fold, (train_idx, test_idx) in enumerate(folds.split(np.zeros(len(docs)), np.where(asked, labels, "~other"))):
+        model.max_iter = MAX_ITER if fold == 0 else WARM_ITER
         with warnings.catch_warnings():  # a fixed budget of passes is the point, not a problem
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(x[train_idx], labels[train_idx], sample_weight=weights[train_idx])
@@ -312,11 +375,13 @@ def _fit(docs: Sequence[Doc], features: Features) -> Model:
         coef += fold_coef / FOLDS
         intercept += fold_intercept / FOLDS
         test_idx = test_idx[asked[test_idx]]
+        seen = np.asarray(binary[train_idx].sum(axis=0)).ravel() > 0
         logits = x[test_idx] @ fold_coef + fold_intercept
         proba = np.exp(logits - logits.max(axis=1, keepdims=True))
         proba /= proba.sum(axis=1, keepdims=True)
         for i, p in zip(test_idx, proba):
-            found.append(decision_features(p, ood, len(terms[i])))
+            n_known = int(seen[binary.indices[binary.indptr[i] : binary.indptr[i + 1]]].sum())
+            found.append(decision_features(p, ood, len(terms[i]), n_known))
             entries = p.copy()
             if ood is not None:
                 entries[ood] = -1.0
@@ -328,12 +393,17 @@ def _fit(docs: Sequence[Doc], features: Features) -> Model:
         if d.field in ("question", "similar"):
             for t in r.get("syn", ()):
                 owners.setdefault(t, set()).add(d.label)
+    n_asked = len(right)
     averaged = Model(classes, vocab, view_of, idf, coef, intercept, np.zeros(0), [], pinyin_words)
     for word in sorted(t for t, labels_of in owners.items() if len(labels_of) >= SHARED_BY):
         word_terms = features.terms(word)
-        found.append(decision_features(averaged.proba(*averaged.vector(word_terms, len(features.views))), ood, len(word_terms)))
+        idx, vals = averaged.vector(word_terms, len(features.views))
+        found.append(decision_features(averaged.proba(idx, vals), ood, len(word_terms), len(idx)))
         right.append(False)
-    platt = LogisticRegression(C=10.0).fit(np.array(found), np.array(right))
+    # The vague rows are a few dozen against thousands of questions: together they weigh VAGUE_SHARE.
+    weight = np.ones(len(right))
+    weight[n_asked:] = VAGUE_SHARE * n_asked / max(1, len(right) - n_asked)
+    platt = LogisticRegression(C=10.0).fit(np.array(found), np.array(right), sample_weight=weight)
     decider = np.concatenate([platt.coef_[0], platt.intercept_])
     known = sorted({t for d, r in zip(docs, raw) if d.label != OOD and d.field != "answer" for t in r.get("syn", ())})
     return Model(classes, vocab, view_of, idf, np.ascontiguousarray(coef), intercept, decider, known, pinyin_words)
@@ -422,16 +492,14 @@ class Matcher:
             ((compact(h), key) for key, aud in kb.profile.audiences.items() for h in aud.hints if compact(h)),
             key=lambda pair: -len(pair[0]),
         )
-        self._talk = {
-            kind: re.compile("|".join(rf"(?<![a-z]){re.escape(p)}(?![a-z])" if p.isascii() else re.escape(p) for p in phrases))
-            for kind, phrases in self.lexicon.smalltalk.items()
-        }
+        self._talk = {kind: _phrase_patterns(phrases) for kind, phrases in self.lexicon.smalltalk.items()}
+        self._emoji = self.lexicon.emoji
         docs = documents(kb, load_out_of_domain(folder), training_sets() if sets is None else sets)
         lexicon_files = sorted(folder.glob("*")) if folder.is_dir() else []
-        digest = _digest(docs, self.features.views, lexicon_files)
+        digest, terms_key = _digest(docs, self.features.views, lexicon_files)
         model = _load_cached(digest) if cache else None
         if model is None:
-            model = train(docs, self.features)
+            model = train(docs, self.features, terms_key if cache else None)
             if cache:
                 _save_cached(digest, model)
         self.model = model
@@ -462,12 +530,11 @@ class Matcher:
 
     def confidence(self, question: str) -> tuple[float, float, list[tuple[str, float]]]:
         """(calibrated probability the top entry is right, probability of the domain, the ranking)."""
-        proba, n_terms, _ = self.probabilities(question)
-        return self._decided(proba, n_terms)
+        return self._decided(*self.probabilities(question))
 
-    def _decided(self, proba: np.ndarray, n_terms: int) -> tuple[float, float, list[tuple[str, float]]]:
+    def _decided(self, proba: np.ndarray, n_terms: int, n_known: int) -> tuple[float, float, list[tuple[str, float]]]:
         ranked = sorted(((str(c), float(p)) for c, p in zip(self.model.classes, proba) if c != OOD), key=lambda pair: (-pair[1], pair[0]))
-        z = float(decision_features(proba, self._ood, n_terms) @ self.model.decider[:-1] + self.model.decider[-1])
+        z = float(decision_features(proba, self._ood, n_terms, n_known) @ self.model.decider[:-1] + self.model.decider[-1])
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), 1.0 - (float(proba[self._ood]) if self._ood is not None else 0.0), ranked
 
     def _knowledge(self, question: str, audience: str | None) -> Match:
@@ -475,7 +542,7 @@ class Matcher:
         proba, n_terms, known = self.probabilities(question)
         if not known:
             return Match("fallback", None, (), 0.0, audience)  # not one term the model knows: no evidence at all
-        sure, domain, ranked = self._decided(proba, n_terms)
+        sure, domain, ranked = self._decided(proba, n_terms, known)
         ids = tuple(entry_id for entry_id, _ in ranked[:MAX_CHOICES])
         score = round(sure, 4)
         if sure >= ANSWER_AT:
@@ -491,21 +558,30 @@ class Matcher:
             return self._exact[text]
         return next((rule for key, rule in self._contains if key in text), None)
 
-    def _small_talk(self, text: str) -> tuple[str | None, str]:
-        """The small-talk kind found in ``text`` and the text without any small talk.
+    def _small_talk(self, question: str) -> tuple[str | None, str]:
+        """The small-talk kind found in ``question`` and its ``clean`` text without any small talk.
 
         A greeting only counts when nothing else is said. Otherwise the kind with the longest
         phrase wins, the first listed on a tie: 谢谢你的帮助 is thanks, not a call for help, and
-        换个老师 asks for a human whatever the 老师 in it."""
-        best, kind = 0, None
-        for name, pattern in self._talk.items():
-            longest = max((len(found) for found in pattern.findall(text)), default=0)
+        换个老师 asks for a human whatever the 老师 in it. A phrase of symbols (👋) counts as one
+        character."""
+        text = clean(question)
+        has_latin = bool(_LATIN.search(text))
+        best, kind = 0, next((k for e, k in self._emoji.items() if e in question), None)
+        if kind is not None and kind != "greeting":
+            best = 1
+        for name, (chinese, latin) in self._talk.items():
+            found = chinese.findall(text.replace(" ", "")) + (latin.findall(text) if has_latin else [])
+            longest = max((len(f.replace(" ", "")) for f in found), default=0)
             if longest and name != "greeting" and longest > best:
                 best, kind = longest, name
             elif longest and kind is None and name == "greeting":
                 kind = name
-        for pattern in self._talk.values():
-            text = pattern.sub(" ", text)
+        if has_latin:
+            for _, latin in self._talk.values():
+                text = latin.sub(" ", text)
+        for chinese, _ in self._talk.values():
+            text = " ".join(chinese.sub(" ", part) for part in text.split())
         return kind, text
 
     def match(self, question: str) -> Match:
@@ -523,7 +599,7 @@ class Matcher:
         rule = self._rule(text) if text else None
         if rule is not None:
             return Match("rule", rule.entry, (rule.entry,) if rule.entry else (), 1.0, audience, rule.text, rule.reply)
-        kind, rest = self._small_talk(text)
+        kind, rest = self._small_talk(question)
         left = [t for t in self.analyzer.tokens(rest) if len(t) > 1 and (kind == "greeting" or t in self._known)]
         if kind is not None and not left:
             return Match(kind, None, (), 1.0, audience)

@@ -34,8 +34,13 @@ import jieba
 import opencc
 import yaml
 
+# pypinyin's phrase dictionary (45 MB in every process) only tells heteronyms apart in running text;
+# this module reads characters one at a time, so it is never loaded, nor the character table copied.
+os.environ.setdefault("PYPINYIN_NO_PHRASES", "1")
+os.environ.setdefault("PYPINYIN_NO_DICT_COPY", "1")
+from pypinyin import Style, lazy_pinyin, pinyin  # noqa: E402 (after the two settings above)
+
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: 10x faster
-from pypinyin import Style, lazy_pinyin, pinyin
 
 jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not ours to print
 
@@ -44,13 +49,18 @@ LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
 MAX_CHARS = 300
 # A homophone is not "corrected" when it is itself at least this common a word.
 COMMON_WORD_FREQ = 20
+# jieba's words rarer than this are left out of the tokenizer's dictionary (CV: as good as all of them).
+RARE_WORD_FREQ = 5
 # Weight of user terms in the tokenizer, so that domain terms win over general words.
 TERM_FREQ = 3000
 
 _NON_WORD = re.compile(r"[^0-9a-z\u3400-\u9fff]+")
 _CJK = re.compile(r"^[\u3400-\u9fff]+$")
 _LATIN_RUN = re.compile(r"[a-z]+(?: +[a-z]+)*")
+_INFLECTIONS = ("ing", "ed", "es", "s", "d")  # English endings an alias is also found without
 _T2S = opencc.OpenCC("t2s")
+_TONE_MARKS = str.maketrans("āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹḿ", "aaaaeeeeiiiioooouuuuvvvvvnnnm")
+_SYMBOLS = re.compile(r"^[^\w\s]+$")  # a small-talk phrase that is all emoji or symbols
 
 
 class LexiconError(ValueError):
@@ -70,8 +80,9 @@ def _lines(path: Path) -> list[str]:
 
 
 def clean(text: str) -> str:
-    """Normalised surface text: NFKC, lower case, simplified characters, runs of non-word characters as one space."""
-    text = unicodedata.normalize("NFKC", (text or "")[: MAX_CHARS * 2]).lower()
+    """Normalised surface text: NFKC, lower case, pinyin without tone marks, simplified characters,
+    runs of non-word characters as one space."""
+    text = unicodedata.normalize("NFKC", (text or "")[: MAX_CHARS * 2]).lower().translate(_TONE_MARKS)
     return _NON_WORD.sub(" ", _T2S.convert(text)).strip()[:MAX_CHARS]
 
 
@@ -95,7 +106,8 @@ class Lexicon:
     canonical: dict[str, str]
     stopwords: frozenset[str]
     aliases: dict[str, str]  # a Latin word (spaces removed) → the Chinese it stands for
-    smalltalk: dict[str, tuple[str, ...]]
+    smalltalk: dict[str, tuple[str, ...]]  # kind → phrases as ``clean`` text, longest first
+    emoji: dict[str, str]  # a small-talk phrase of symbols only (👋) → its kind
 
     @classmethod
     def load(cls, folder: Path = LEXICON_DIR) -> "Lexicon":
@@ -130,12 +142,15 @@ class Lexicon:
                     aliases[key] = compact(str(chinese))
         talk_raw = _yaml(folder / "smalltalk.yaml") or {}
         smalltalk: dict[str, tuple[str, ...]] = {}
+        emoji: dict[str, str] = {}
         for kind in ("human", "help", "thanks", "greeting"):
             phrases = talk_raw.get(kind) if isinstance(talk_raw, dict) else None
             if not isinstance(phrases, list) or not phrases:
                 problems.append(f"smalltalk.yaml: needs a non-empty list {kind!r}")
                 continue
-            smalltalk[kind] = tuple(sorted({compact(str(p)) for p in phrases} - {""}, key=len, reverse=True))
+            for p in phrases:
+                emoji.update({str(p).strip(): kind} if _SYMBOLS.match(str(p).strip()) else {})
+            smalltalk[kind] = tuple(sorted({clean(str(p)) for p in phrases} - {""}, key=len, reverse=True))
         if problems:
             raise LexiconError("\n".join(problems))
         return cls(
@@ -144,6 +159,7 @@ class Lexicon:
             stopwords=frozenset(clean(w) for w in _lines(folder / "stopwords.txt")),
             aliases=aliases,
             smalltalk=smalltalk,
+            emoji=emoji,
         )
 
     def normalise(self, text: str) -> str:
@@ -151,8 +167,37 @@ class Lexicon:
         return _LATIN_RUN.sub(lambda m: self._latin(m.group(0)), clean(text)) if self.aliases else clean(text)
 
     def _latin(self, run: str) -> str:
-        """A run of Latin words with every alias found in it (spaces ignored) replaced; else as typed."""
-        letters, pieces, rest, i = run.replace(" ", ""), [], "", 0
+        """A run of Latin words with its aliases put in.
+
+        Aliases are found at word boundaries, the longest sequence of words first (spaces ignored:
+        xue xin wang, phone number), trying an English word also without its inflection
+        (registered → register). A word that spells pinyin is also searched inside
+        (biyezhengdiule → 毕业证 丢了); other words are never cut (information holds no form)."""
+        words, out, i = run.split(), [], 0
+        while i < len(words):
+            for j in range(len(words), i, -1):
+                chinese = self._alias("".join(words[i:j]))
+                if chinese is not None:
+                    out.append(chinese)
+                    i = j
+                    break
+            else:
+                out.append(self._inside(words[i]) if spell(words[i]) else words[i])
+                i += 1
+        return " ".join(out)
+
+    def _alias(self, key: str) -> str | None:
+        """The Chinese of one alias key, or of the key without an English inflection; else None."""
+        if key in self.aliases:
+            return self.aliases[key]
+        for suffix in _INFLECTIONS:
+            if key.endswith(suffix) and key[: -len(suffix)] in self.aliases:
+                return self.aliases[key[: -len(suffix)]]
+        return None
+
+    def _inside(self, letters: str) -> str:
+        """One word of pinyin letters with every alias found in it replaced, longest first."""
+        pieces, rest, i = [], "", 0
         longest = max(map(len, self.aliases))
         while i < len(letters):
             end = next((e for e in range(min(len(letters), i + longest), i, -1) if letters[i:e] in self.aliases), None)
@@ -161,44 +206,57 @@ class Lexicon:
             else:
                 pieces += [rest, self.aliases[letters[i:end]]]
                 rest, i = "", end
-        return " ".join(p for p in [*pieces, rest] if p) if pieces else run
+        return " ".join(p for p in [*pieces, rest] if p) if pieces else letters
 
 
-@lru_cache(maxsize=1)
-def _jieba_dictionary() -> tuple[dict[str, int], int]:
-    """jieba's default dictionary, read once per process (the slow part of start-up).
+def _dictionary_bytes() -> bytes:
+    """jieba's default dictionary without its rarest words, marshalled: (word → frequency, total).
 
-    jieba's own cache is read with ``marshal.load`` on a file, object by object,
-    which takes about three times as long as ``marshal.loads`` on the whole file;
-    so the dictionary is kept in a cache of our own, read in one go.
-    """
-    cache = Path(tempfile.gettempdir()) / f"xueji-jieba-{jieba.__version__}.marshal"
+    Read from a cache of our own: jieba's reads its cache with ``marshal.load`` on a file, object
+    by object, about three times as slow as ``marshal.loads`` on the whole file. Words rarer than
+    RARE_WORD_FREQ (mostly names, idioms and long compounds) are left out: they hold two thirds
+    of the dictionary's memory, and a student's question rarely needs them cut whole."""
+    cache = Path(tempfile.gettempdir()) / f"xueji-jieba-{jieba.__version__}-{RARE_WORD_FREQ}.marshal"
     try:
-        freq, total = marshal.loads(cache.read_bytes())
+        data = cache.read_bytes()
+        freq, total = marshal.loads(data)
         if isinstance(freq, dict) and isinstance(total, int) and freq:
-            return freq, total
+            return data
     except (OSError, ValueError, EOFError, TypeError):
         pass
     base = jieba.Tokenizer()
     base.initialize()
+    kept: dict[str, int] = {}
+    for word, n in base.FREQ.items():
+        if n >= RARE_WORD_FREQ:
+            kept[word] = n
+            for end in range(1, len(word)):
+                kept.setdefault(word[:end], 0)  # jieba's prefix entries, which its word graph walks
+    data = marshal.dumps((kept, base.total))
     partial = cache.with_suffix(f".{os.getpid()}.tmp")
     try:
-        partial.write_bytes(marshal.dumps((base.FREQ, base.total)))
+        partial.write_bytes(data)
         partial.replace(cache)
     except OSError:
         partial.unlink(missing_ok=True)
-    return base.FREQ, base.total
+    return data
 
 
-def _tokenizer(terms: Iterable[str]) -> jieba.Tokenizer:
-    """A private jieba tokenizer: the default dictionary plus ``terms``; the global one stays untouched."""
-    freq, total = _jieba_dictionary()
+@lru_cache(maxsize=1)
+def _tokenizer(terms: tuple[str, ...]) -> tuple[jieba.Tokenizer, frozenset[str]]:
+    """A private jieba tokenizer: the dictionary plus ``terms`` (the global one stays untouched),
+    and the dictionary's words at least COMMON_WORD_FREQ common (never taken for typos).
+
+    One per process for the lexicon in use (Matchers built on the same lexicon share it; it is
+    only read once built), so the dictionary is in memory once."""
+    freq, total = marshal.loads(_dictionary_bytes())
+    common = frozenset(w for w, n in freq.items() if n >= COMMON_WORD_FREQ)
     tokenizer = jieba.Tokenizer()
-    tokenizer.FREQ, tokenizer.total, tokenizer.initialized = dict(freq), total, True
+    tokenizer.FREQ, tokenizer.total, tokenizer.initialized = freq, total, True
     for term in terms:
         if term and not term.isspace():
             tokenizer.add_word(term, max(freq.get(term, 0), TERM_FREQ))
-    return tokenizer
+    return tokenizer, common
 
 
 @lru_cache(maxsize=16384)
@@ -210,7 +268,7 @@ def _readings(char: str) -> frozenset[str]:
 
 
 @lru_cache(maxsize=16384)
-def _syllable(char: str) -> str:
+def syllable(char: str) -> str:
     """The usual toneless pinyin of one character."""
     return lazy_pinyin(char, style=Style.NORMAL)[0]
 
@@ -220,8 +278,7 @@ def _all_syllables() -> frozenset[str]:
     """Every toneless pinyin syllable (to cut Latin runs that spell pinyin)."""
     from pypinyin.constants import PINYIN_DICT
 
-    strip = str.maketrans("āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹḿ", "aaaaeeeeiiiioooouuuuvvvvvnnnm")
-    return frozenset(r.translate(strip) for readings in PINYIN_DICT.values() for r in readings.split(",")) - {""}
+    return frozenset(r.translate(_TONE_MARKS) for readings in PINYIN_DICT.values() for r in readings.split(",")) - {""}
 
 
 @lru_cache(maxsize=4096)
@@ -247,8 +304,7 @@ class Analyzer:
         terms = {compact(t) for t in [*lexicon.words, *lexicon.canonical, *lexicon.aliases.values()]} - {""}
         for term in terms:
             self.canonical.setdefault(term, term)
-        self.tokenizer = _tokenizer(sorted(terms | {w for w in lexicon.stopwords if len(w) > 1}))
-        self._common, _ = _jieba_dictionary()
+        self.tokenizer, self._common = _tokenizer(tuple(sorted(terms | {w for w in lexicon.stopwords if len(w) > 1})))
         self._parts_cache: dict[str, list[str]] = {}
         self.pinyin_words: dict[str, str] = {}  # from the training texts' words (use_pinyin)
         self._pinyin_longest = 0
@@ -272,7 +328,7 @@ class Analyzer:
                 counts[word] = counts.get(word, 0) + 1
         best: dict[str, tuple[int, str]] = {}
         for word, n in counts.items():
-            key = "".join(_syllable(c) for c in word)
+            key = "".join(syllable(c) for c in word)
             if key not in best or (-n, word) < (-best[key][0], best[key][1]):
                 best[key] = (n, word)
         return {key: word for key, (_, word) in sorted(best.items())}
@@ -329,7 +385,7 @@ class Analyzer:
         if end - start > 3:
             return False
         edges = (text[start - 1 : start + 1] if start > 0 else "", text[end - 1 : end + 1] if end < len(text) else "")
-        return any(self._common.get(pair, 0) >= COMMON_WORD_FREQ for pair in edges if len(pair) == 2)
+        return any(pair in self._common for pair in edges if len(pair) == 2)
 
     def correct(self, text: str) -> str:
         """Replace homophone typos of known terms by their canonical form; known words stay as they are."""
@@ -340,7 +396,7 @@ class Analyzer:
                 piece = text[i:end]
                 if piece in terms:
                     out.append(piece)
-                elif self._common.get(piece, 0) >= COMMON_WORD_FREQ or self._straddled(text, i, end):
+                elif piece in self._common or self._straddled(text, i, end):
                     continue
                 else:
                     choice = {self.canonical[t] for t in terms if set(t) & set(piece)}
@@ -404,5 +460,5 @@ class Analyzer:
                 if run[0].isascii():
                     out.extend(spell(run) if run.isalpha() else ())
                 else:
-                    out.extend(_syllable(c) for c in run)
+                    out.extend(syllable(c) for c in run)
         return out

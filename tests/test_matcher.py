@@ -6,6 +6,8 @@ knowledge data (entries, out_of_domain.yaml).
 from __future__ import annotations
 
 import dataclasses
+import marshal
+import tempfile
 import shutil
 from pathlib import Path
 
@@ -164,7 +166,7 @@ def test_a_question_naming_a_thing_no_entry_covers_falls_back(matcher: Matcher, 
     assert matcher.match(question).action == "fallback"
 
 
-@pytest.mark.parametrize("junk", ["？？", "1", "asdfgh", "😂😂😂", "。。。", "zzzz qqqq", "🙏"])
+@pytest.mark.parametrize("junk", ["？？", "1", "asdfgh", "😂😂😂", "。。。", "zzzz qqqq", "🐟"])
 def test_junk_falls_back(matcher: Matcher, junk: str) -> None:
     assert matcher.match(junk).action == "fallback"
 
@@ -240,7 +242,10 @@ def test_a_question_about_another_general_thing_is_not_answered(matcher: Matcher
      ("收到，辛苦老师了", "thanks"), ("转人工", "human"), ("我想找真人聊", "human"), ("帮助", "help"),
      ("你能做什么", "help"), ("菜单", "help"), ("我找人工，你是机器人吗", "human"), ("有没有老师在线", "human"),
      ("叫你们老师过来", "human"), ("换一个老师吧", "human"), ("有哪些问题可以问你", "help"), ("不知道问什么", "help"),
-     ("谢谢你的帮助", "thanks"), ("老师好，谢谢", "thanks"), ("早", "greeting")],
+     ("谢谢你的帮助", "thanks"), ("老师好，谢谢", "thanks"), ("早", "greeting"), ("拜拜", "thanks"),
+     ("xiexie", "thanks"), ("xiè xie", "thanks"), ("zai ma", "greeting"), ("rengong", "human"), ("Thank you so much!", "thanks"),
+     ("hello there", "greeting"), ("Can I talk to a real person?", "human"), ("what can you do", "help"), ("👋", "greeting"),
+     ("👍👍", "thanks"), ("謝謝老師", "thanks")],
 )
 def test_small_talk_is_recognised(matcher: Matcher, message: str, kind: str) -> None:
     m = matcher.match(message)
@@ -357,9 +362,27 @@ def test_traditional_characters_read_as_simplified(analyzer: Analyzer) -> None:
     assert analyzer.normalise("學信網畢業證") == "学信网毕业证"
 
 
-@pytest.mark.parametrize("typed, meant", [("CHSI", "学信网"), ("xuexinwang", "学信网"), ("Xue Xin Wang", "学信网"), ("biyezheng", "毕业证")])
+@pytest.mark.parametrize(
+    "typed, meant",
+    [("CHSI", "学信网"), ("xuexinwang", "学信网"), ("Xue Xin Wang", "学信网"), ("biyezheng", "毕业证"), ("biyezhengdiule", "丢了"),
+     ("student status", "学籍"), ("registered", "注册"), ("lost my graduation certificates", "毕业证书")],
+)
 def test_latin_aliases_become_the_chinese_term(analyzer: Analyzer, typed: str, meant: str) -> None:
     assert meant in analyzer.normalise(f"{typed} 怎么办")
+
+
+def test_an_english_alias_is_found_only_as_whole_words(analyzer: Analyzer) -> None:
+    assert analyzer.lexicon.normalise("information platform") == "information platform"  # no "form" inside
+
+
+def test_tone_marks_are_read_as_plain_pinyin(analyzer: Analyzer) -> None:
+    assert analyzer.syllables(analyzer.normalise("bì yè zhèng")) == ["bi", "ye", "zheng"]
+
+
+def test_pypinyin_s_phrase_dictionary_is_never_loaded() -> None:
+    from pypinyin.constants import PHRASES_DICT
+
+    assert len(PHRASES_DICT) == 0  # 45 MB per process that the matcher does not read
 
 
 def test_pinyin_typed_by_a_student_meets_the_pinyin_of_the_entries(analyzer: Analyzer) -> None:
@@ -490,3 +513,23 @@ def test_confidence_is_a_probability_and_rank_covers_every_entry(matcher: Matche
     assert 0.0 <= sure <= 1.0 and 0.0 <= domain <= 1.0
     assert {entry_id for entry_id, _ in ranked} == set(kb.entries)
     assert abs(sum(p for _, p in ranked) + (1 - domain) - 1.0) < 1e-6
+
+
+def test_a_retrain_reads_each_text_s_terms_from_the_last_one_and_survives_a_broken_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the caches go here
+    (tmp_path / "tmp").mkdir()
+    folder = _knowledge_copy(tmp_path)
+    args = dict(lexicon_dir=folder / "lexicon", rules_path=folder / "rules.yaml")
+    first = Matcher(load(folder, catalogue=None), **args)
+    (terms_file,) = (tmp_path / "tmp").glob("xueji-terms-*.marshal")
+    kept = marshal.loads(terms_file.read_bytes())
+    assert first.kb.entries["diploma-lost"].question in kept
+    terms_file.write_bytes(b"\x00not marshal")
+    for model_file in (tmp_path / "tmp").glob("xueji-matcher-*.npz"):
+        model_file.unlink()
+    second = Matcher(load(folder, catalogue=None), **args)
+    questions = ["毕业证丢了怎么办", "学信网查不到学籍", "食堂几点开门", "学籍"]
+    assert [second.match(q) for q in questions] == [first.match(q) for q in questions]
+    assert marshal.loads(terms_file.read_bytes()).keys() == kept.keys()  # written again, whole
