@@ -21,7 +21,7 @@ import state
 from embedded_redis import EmbeddedRedis
 from knowledge.base import KnowledgeBase, KnowledgeError, Problem, load
 from knowledge.live import LiveKnowledge
-from knowledge.matcher import Matcher, load_rules
+from knowledge.matcher import MEMO, Matcher, load_rules
 
 log = logging.getLogger(__name__)
 BUILD_SWITCH_INTERVAL = 0.0005  # seconds: how long a rebuild may hold the GIL while a message waits (Python's default: 0.005)
@@ -72,7 +72,7 @@ def knowledge(config: dict[str, Any]) -> tuple[KnowledgeBase, Matcher]:
         if disabled:
             raise KnowledgeError(disabled)
         live = served(kb)
-        return live, Matcher(live, lexicon_dir=folder / "lexicon", rules_path=rules_path)
+        return live, Matcher(live, lexicon_dir=folder / "lexicon", rules_path=rules_path, memo=int(config.get("MATCH_MEMO", MEMO)))
     except ValueError as exc:  # LexiconError or a broken rules.yaml: data staff edit, reported like the rest
         raise KnowledgeError([Problem("lexicon/rules", None, str(exc))]) from exc
 

@@ -48,6 +48,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "ALLOW_PLAINTEXT": (False, flag),
     "RATE_LIMIT": (20, int),
     "TIMESTAMP_WINDOW": (300, int),
+    "MATCH_MEMO": (4096, int),
     "PROMETHEUS_MULTIPROC_DIR": ("", str),
     "LOG_LEVEL": ("INFO", str),
 }

@@ -37,8 +37,9 @@ import re
 import tempfile
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, NamedTuple, Sequence
 
 import jieba
 import numpy as np
@@ -64,6 +65,8 @@ WEIGHTS = {"question": 1.0, "similar": 1.0, "keyword": 0.5, "answer": 0.3, "exam
 NORM_POWER = 1.0  # each view's TF-IDF block is divided by its length to this power (1: unit length)
 MIN_DF = 2  # a term in fewer training texts says nothing the model can learn...
 CURATED_FIELDS = ("question", "similar", "keyword")  # ...unless staff wrote it into an entry on purpose
+RARE = "\x00rare"  # the term standing for such words (and, at match time, unknown ones) in these views:
+RARE_VIEWS = ("word", "syn")
 CALIBRATION_FIELDS = ("question", "similar", "keyword", "example", "ood")  # texts like a student's message
 SHARED_BY = 3  # a word in the questions of this many entries is too vague to answer alone
 VAGUE_SHARE = 0.1  # the weight of those words, together, in the decider's data (CV: 0.05-0.1 as good as none)
@@ -71,9 +74,10 @@ FOLDS = 3  # out-of-fold predictions the decision is calibrated on
 SOLVER = "lbfgs"  # scikit-learn's solver for the model
 MAX_ITER = 50  # iterations (lbfgs) or passes over the data (saga): a fixed budget bounds training time
 WARM_ITER = 10  # iterations of each later fold, which starts from the previous fold's weights (CV: as good as 50)
-CACHE_VERSION = "3"
+MEMO = 4096  # decisions kept for repeated messages (students send the same twenty questions every September)
+CACHE_VERSION = "4"
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
-_LATIN = re.compile(r"[a-z]")
+_LATIN = re.compile(r"[a-z0-9]")  # Latin letters or digits: the Latin phrases need looking for (thx, 886)
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,7 @@ class Model:
 
     def vector(self, terms: Iterable[tuple[str, str]], n_views: int) -> tuple[np.ndarray, np.ndarray]:
         """(columns, values) of one text: TF-IDF, each view's block scaled to unit length."""
-        cols = sorted({self.vocab[k] for k in (f"{v}:{t}" for v, t in terms) if k in self.vocab})
+        cols = sorted({c for c in (self.vocab.get(k, self.vocab.get(_rare_key(k))) for k in (f"{v}:{t}" for v, t in terms)) if c is not None})
         if not cols:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         idx = np.asarray(cols, dtype=np.int64)
@@ -234,21 +238,45 @@ class Model:
         return logits / logits.sum()
 
 
-def decision_features(proba: np.ndarray, ood: int | None, n_terms: int, n_known: int) -> np.ndarray:
+def _rare_key(key: str) -> str | None:
+    """The column that stands for a word of the word or synonym view the vocabulary lacks."""
+    view = key.split(":", 1)[0]
+    return f"{view}:{RARE}" if view in RARE_VIEWS else None
+
+
+class Reading(NamedTuple):
+    """The model's probabilities for one message and what it read to give them."""
+
+    proba: np.ndarray  # one per class (Model.classes)
+    terms: int  # terms of every view
+    known: int  # of them, in the model's vocabulary
+    words: int  # terms of the word view
+    known_words: int  # of them, in the model's vocabulary
+
+
+def _word_counts(terms: Sequence[tuple[str, str]], idx: np.ndarray, view_of: np.ndarray, word_view: int, rare: int) -> tuple[int, int]:
+    """(word-view terms of a text, how many of them the vocabulary ``idx`` was looked up in has:
+    the columns of the word view but ``rare``, the one standing for the words it lacks)."""
+    return sum(view == "word" for view, _ in terms), int(((view_of[idx] == word_view) & (idx != rare)).sum())
+
+
+def decision_features(proba: np.ndarray, ood: int | None, n_terms: int, words: int, known: int) -> np.ndarray:
     """What the decider reads from a ranking, as log-odds (Platt scaling is linear in them): the top
     entry's, its lead over the runner-up class (another entry or out of domain), out of domain's,
-    the message's length, and the share of its terms the model has seen (门禁卡坏了: the thing
-    it is about is a word no training text used)."""
+    the message's length (terms of every view), and the share of its ``words`` (the word view's
+    terms) the model has seen, ``known`` (门禁卡坏了: the thing it is about is a word no training
+    text used; its pinyin, made of common syllables, says nothing of that)."""
     entries = np.delete(proba, ood) if ood is not None else proba
     second, top = np.clip(np.sort(np.append(entries, 0.0))[-2:], 1e-6, 1 - 1e-6)
     other = min(max(float(proba[ood]) if ood is not None else 0.0, 1e-6), 1 - 1e-6)
-    return np.array([math.log(top / (1 - top)), math.log(top / max(second, other)), math.log(other / (1 - other)), math.log1p(n_terms), math.log((1 + n_known) / (1 + n_terms))])
+    return np.array([math.log(top / (1 - top)), math.log(top / max(second, other)), math.log(other / (1 - other)), math.log1p(n_terms), math.log((1 + known) / (1 + words))])
 
 
 def _phrase_patterns(phrases: Iterable[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
     """Two regexes for a kind's phrases (``clean`` text): the Chinese ones, found in ``compact``
-    text, and the Latin ones, found as whole words in ``clean`` text (hi is not in this), spaces
-    optional; a Chinese phrase is also found there typed as toneless pinyin (xiexie, zai ma)."""
+    text, and the Latin ones (letters and digits), found as whole words in ``clean`` text (hi is
+    not in this, 88 not in 1880), spaces optional; a Chinese phrase is also found there typed as
+    toneless pinyin (xiexie, zai ma)."""
     chinese, latin = [], []
     for phrase in phrases:
         letters = phrase.replace(" ", "")
@@ -261,7 +289,7 @@ def _phrase_patterns(phrases: Iterable[str]) -> tuple[re.Pattern[str], re.Patter
     by_length = lambda parts: sorted(set(parts), key=len, reverse=True)  # noqa: E731
     return (
         re.compile("|".join(by_length(chinese)) or r"(?!)"),
-        re.compile(r"(?<![a-z])(?:" + "|".join(by_length(latin)) + r")(?![a-z])" if latin else r"(?!)"),
+        re.compile(r"(?<![a-z0-9])(?:" + "|".join(by_length(latin)) + r")(?![a-z0-9])" if latin else r"(?!)"),
     )
 
 
@@ -335,12 +363,18 @@ def _fit(docs: Sequence[Doc], features: Features, terms_key: str | None = None) 
         for key in ts:
             seen[key] = seen.get(key, 0) + 1
     curated = {key for d, ts in zip(docs, terms) if d.field in CURATED_FIELDS for key in ts}
-    keys = sorted(k for k, n in seen.items() if n >= MIN_DF or k in curated)
+    kept = {k for k, n in seen.items() if n >= MIN_DF or k in curated}
+    # A word no other text uses stands for every word the model will not know (门禁卡, 准考证): as
+    # one term per view it learns what an unknown word says (mostly: out of domain).
+    columns = [[k if k in kept else _rare_key(k) or k for k in ts] for ts in terms]
+    keys = sorted({k for ts in columns for k in ts if k in kept or k.endswith(RARE)})
     vocab = {k: i for i, k in enumerate(keys)}
     view_index = {v: i for i, v in enumerate(features.views)}
+    word_view = view_index.get("word", -1)
+    rare_word = vocab.get(f"word:{RARE}", -1)
     view_of = np.array([view_index[k.split(":", 1)[0]] for k in keys], dtype=np.int64)
     rows, cols = [], []
-    for r, ts in enumerate(terms):
+    for r, ts in enumerate(columns):
         for c in sorted({vocab[k] for k in ts if k in vocab}):
             rows.append(r)
             cols.append(c)
@@ -380,8 +414,9 @@ def _fit(docs: Sequence[Doc], features: Features, terms_key: str | None = None) 
         proba = np.exp(logits - logits.max(axis=1, keepdims=True))
         proba /= proba.sum(axis=1, keepdims=True)
         for i, p in zip(test_idx, proba):
-            n_known = int(seen[binary.indices[binary.indptr[i] : binary.indptr[i + 1]]].sum())
-            found.append(decision_features(p, ood, len(terms[i]), n_known))
+            cols = binary.indices[binary.indptr[i] : binary.indptr[i + 1]]
+            known = int((seen[cols] & (view_of[cols] == word_view) & (cols != rare_word)).sum())
+            found.append(decision_features(p, ood, len(terms[i]), len(raw[i].get("word", ())), known))
             entries = p.copy()
             if ood is not None:
                 entries[ood] = -1.0
@@ -398,7 +433,7 @@ def _fit(docs: Sequence[Doc], features: Features, terms_key: str | None = None) 
     for word in sorted(t for t, labels_of in owners.items() if len(labels_of) >= SHARED_BY):
         word_terms = features.terms(word)
         idx, vals = averaged.vector(word_terms, len(features.views))
-        found.append(decision_features(averaged.proba(idx, vals), ood, len(word_terms), len(idx)))
+        found.append(decision_features(averaged.proba(idx, vals), ood, len(word_terms), *_word_counts(word_terms, idx, view_of, word_view, rare_word)))
         right.append(False)
     # The vague rows are a few dozen against thousands of questions: together they weigh VAGUE_SHARE.
     weight = np.ones(len(right))
@@ -477,6 +512,7 @@ class Matcher:
         sets: Sequence[QuestionSet] | None = None,
         views: Sequence[str] = VIEWS,
         cache: bool = True,
+        memo: int = MEMO,
     ):
         folder = lexicon_dir or LEXICON_DIR
         self.kb = kb
@@ -506,6 +542,10 @@ class Matcher:
         self.analyzer.use_pinyin(model.pinyin_words)
         self._ood = model.classes.index(OOD) if OOD in model.classes else None
         self._known = frozenset(model.known)
+        self._word_view = self.features.views.index("word") if "word" in self.features.views else -1
+        self._rare_word = model.vocab.get(f"word:{RARE}", -1)
+        # A matcher never changes once built (a reload builds a new one), so a decision can be kept.
+        self._memo = lru_cache(maxsize=max(0, memo))(self._decide)
 
     def audience(self, question: str) -> str | None:
         """The audience named by a profile hint in the question (longest hint wins), else None."""
@@ -515,34 +555,34 @@ class Matcher:
                 return key
         return None
 
-    def probabilities(self, question: str) -> tuple[np.ndarray, int, int]:
-        """The model's probability for every class (``model.classes``), how many terms it read, and
-        how many of them the model knows."""
+    def probabilities(self, question: str) -> Reading:
+        """The model's probability for every class (``model.classes``) and what it read to say so."""
         terms = self.features.terms(question)
         idx, vals = self.model.vector(terms, len(self.features.views))
-        return self.model.proba(idx, vals), len(terms), len(idx)
+        return Reading(self.model.proba(idx, vals), len(terms), len(idx), *_word_counts(terms, idx, self.model.view_of, self._word_view, self._rare_word))
 
     def rank(self, question: str) -> list[tuple[str, float]]:
         """The entries for ``question`` with the model's probability, best first (out of domain left out)."""
-        proba = self.probabilities(question)[0]
+        proba = self.probabilities(question).proba
         ranked = [(str(c), round(float(p), 4)) for c, p in zip(self.model.classes, proba) if c != OOD]
         return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))
 
     def confidence(self, question: str) -> tuple[float, float, list[tuple[str, float]]]:
         """(calibrated probability the top entry is right, probability of the domain, the ranking)."""
-        return self._decided(*self.probabilities(question))
+        return self._decided(self.probabilities(question))
 
-    def _decided(self, proba: np.ndarray, n_terms: int, n_known: int) -> tuple[float, float, list[tuple[str, float]]]:
+    def _decided(self, reading: Reading) -> tuple[float, float, list[tuple[str, float]]]:
+        proba = reading.proba
         ranked = sorted(((str(c), float(p)) for c, p in zip(self.model.classes, proba) if c != OOD), key=lambda pair: (-pair[1], pair[0]))
-        z = float(decision_features(proba, self._ood, n_terms, n_known) @ self.model.decider[:-1] + self.model.decider[-1])
+        z = float(decision_features(proba, self._ood, reading.terms, reading.words, reading.known_words) @ self.model.decider[:-1] + self.model.decider[-1])
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), 1.0 - (float(proba[self._ood]) if self._ood is not None else 0.0), ranked
 
     def _knowledge(self, question: str, audience: str | None) -> Match:
         """Answer a likely-right top entry, offer the likeliest few to a question likely in the domain, or fall back."""
-        proba, n_terms, known = self.probabilities(question)
-        if not known:
+        reading = self.probabilities(question)
+        if not reading.known:
             return Match("fallback", None, (), 0.0, audience)  # not one term the model knows: no evidence at all
-        sure, domain, ranked = self._decided(proba, n_terms, known)
+        sure, domain, ranked = self._decided(reading)
         ids = tuple(entry_id for entry_id, _ in ranked[:MAX_CHOICES])
         score = round(sure, 4)
         if sure >= ANSWER_AT:
@@ -585,6 +625,10 @@ class Matcher:
         return kind, text
 
     def match(self, question: str) -> Match:
+        """The one decision for a message (kept for the next time the same text is sent)."""
+        return self._memo(question)
+
+    def _decide(self, question: str) -> Match:
         """The one decision for a message.
 
         Small talk wins when what is left without its phrases names no word the entries use

@@ -533,3 +533,10 @@ def test_a_retrain_reads_each_text_s_terms_from_the_last_one_and_survives_a_brok
     questions = ["毕业证丢了怎么办", "学信网查不到学籍", "食堂几点开门", "学籍"]
     assert [second.match(q) for q in questions] == [first.match(q) for q in questions]
     assert marshal.loads(terms_file.read_bytes()).keys() == kept.keys()  # written again, whole
+
+
+def test_a_repeated_message_gets_the_kept_decision_and_a_matcher_without_memo_decides_alike(kb: KnowledgeBase) -> None:
+    kept, plain = Matcher(kb), Matcher(kb, memo=0)
+    first = kept.match("毕业证丢了怎么补办")
+    assert kept.match("毕业证丢了怎么补办") is first  # the same object: decided once
+    assert plain.match("毕业证丢了怎么补办") == first and plain.match("毕业证丢了怎么补办") is not plain.match("毕业证丢了怎么补办")
