@@ -66,8 +66,8 @@ unfollow deletes them all; the aggregate ``stats`` and ``unanswered`` stay.
 
 Per message the bot makes two round trips: ``begin`` (one Lua script: claim the
 delivery, count it against the student's rate limit, read the session and the
-remembered audience) before deciding, ``commit`` (one MULTI/EXEC pipeline:
-reply, session, statistics) after.
+remembered audience) before deciding, ``commit`` (one Lua script applying the
+reply, session and statistics commands at once) after.
 
 Redis is optional at run time: when it does not answer, every call returns a
 neutral default at once (no dedupe, empty session, nothing recorded), a
@@ -125,6 +125,60 @@ UNCOUNTED = frozenset({"rate_limited"})
 # A PENDING record holds the Redis time it was written; one older than the orphan age belongs to a
 # delivery that will never commit (its worker died, or its claim arrived after it had given up) and
 # is taken over.
+# After the answer: apply a list of commands at once. ARGV holds each command as its number of
+# keys, its number of other arguments, then those arguments; its keys are the next ones of KEYS.
+# GROUP (keys: groups hash, recency zset, handled set) counts an unanswered question in its group.
+COMMIT_SCRIPT = """
+local function group(k, key, text, kind, now, ttl, cap, cutoff)
+  now, ttl, cap, cutoff = tonumber(now), tonumber(ttl), tonumber(cap), tonumber(cutoff)
+  local raw = redis.call('HGET', k[1], key)
+  local g = raw and cjson.decode(raw) or {count = 0, kinds = {}}
+  g.text, g.count, g.last_seen = text, g.count + 1, now
+  g.kinds[kind] = (g.kinds[kind] or 0) + 1
+  redis.call('HSET', k[1], key, cjson.encode(g))
+  redis.call('ZADD', k[2], now, key)
+  redis.call('SREM', k[3], key)
+  local gone = redis.call('ZRANGEBYSCORE', k[2], '-inf', cutoff)
+  local extra = redis.call('ZCARD', k[2]) - #gone - cap
+  if extra > 0 then
+    for _, m in ipairs(redis.call('ZRANGE', k[2], #gone, #gone + extra - 1)) do table.insert(gone, m) end
+  end
+  for _, m in ipairs(gone) do
+    redis.call('HDEL', k[1], m)
+    redis.call('ZREM', k[2], m)
+    redis.call('SREM', k[3], m)
+  end
+  for i = 1, 3 do redis.call('EXPIRE', k[i], ttl) end
+end
+local i, next_key = 1, 1
+while i <= #ARGV do
+  local name, nkeys, nargs = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local keys, args = {}, {}
+  for j = 1, nkeys do keys[j] = KEYS[next_key + j - 1] end
+  for j = 1, nargs do args[j] = ARGV[i + 2 + j] end
+  if name == 'GROUP' then
+    group(keys, unpack(args))
+  else
+    redis.call(name, keys[1], unpack(args))
+  end
+  i, next_key = i + 3 + nargs, next_key + nkeys
+end
+"""
+
+
+class _Commands:
+    """Redis commands gathered for COMMIT_SCRIPT: their keys (KEYS) and words (ARGV)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.words: list[Any] = []
+
+    def add(self, name: str, *parts: Any, keys: int = 1) -> None:
+        """``name`` applied to ``parts``: its first ``keys`` parts are keys, the rest arguments."""
+        self.keys += parts[:keys]
+        self.words += [name, keys, len(parts) - keys, *parts[keys:]]
+
+
 BEGIN_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -213,6 +267,7 @@ class Store:
 
     def __post_init__(self) -> None:
         self._begin = self.client.register_script(BEGIN_SCRIPT)
+        self._commit = self.client.register_script(COMMIT_SCRIPT)
         timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
         self._timeout_ms = (timeout or 0.25) * 1000
 
@@ -340,76 +395,51 @@ class Store:
         self._call("forget", lambda: self.client.delete(*(self.key(kind, openid) for kind in STUDENT_KEYS)), None)
 
     def commit(self, message_key: str | None, body: bytes, openid: str, effects: Effects, today: dt.date | None = None) -> None:
-        """Store the reply for retries and apply the message's effects in one transaction."""
+        """Store the reply for retries and apply the message's effects: one Lua script, so one
+        command to send and one reply to read, applied all at once like MULTI/EXEC."""
         day = (today or dt.date.today()).strftime("%Y%m%d")
-
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            if message_key is not None:
-                pipe.set(self.key("dedupe", message_key), body, ex=DEDUPE_TTL)
-            session_key = self.key("session", openid)
-            session = {k: v for k, v in (effects.session or {}).items() if k != "audience"}
-            if effects.forget:
-                pipe.delete(*(self.key(kind, openid) for kind in STUDENT_KEYS))
-            elif effects.session is not None:
-                if session:
-                    pipe.set(session_key, json.dumps(session, ensure_ascii=False), ex=self.session_ttl)
-                else:
-                    pipe.delete(session_key)
-            if not effects.forget and effects.audience is not None:
-                if effects.audience:
-                    pipe.set(self.key("audience", openid), effects.audience, ex=AUDIENCE_TTL)
-                else:
-                    pipe.delete(self.key("audience", openid))
-            if effects.outcome in UNCOUNTED:
-                pipe.execute()
-                return
+        ops = _Commands()
+        if message_key is not None:
+            ops.add("SET", self.key("dedupe", message_key), body, "EX", DEDUPE_TTL)
+        session_key = self.key("session", openid)
+        session = {k: v for k, v in (effects.session or {}).items() if k != "audience"}
+        if effects.forget:
+            for kind in STUDENT_KEYS:
+                ops.add("DEL", self.key(kind, openid))
+        elif effects.session is not None:
+            if session:
+                ops.add("SET", session_key, json.dumps(session, ensure_ascii=False), "EX", self.session_ttl)
+            else:
+                ops.add("DEL", session_key)
+        if not effects.forget and effects.audience is not None:
+            if effects.audience:
+                ops.add("SET", self.key("audience", openid), effects.audience, "EX", AUDIENCE_TTL)
+            else:
+                ops.add("DEL", self.key("audience", openid))
+        if effects.outcome not in UNCOUNTED:
             stats_key = self.key("stats", day)
-            pipe.hincrby(stats_key, f"outcome:{effects.outcome}", 1)
+            ops.add("HINCRBY", stats_key, f"outcome:{effects.outcome}", 1)
             if effects.topic:
-                pipe.hincrby(stats_key, f"topic:{effects.topic}", 1)
+                ops.add("HINCRBY", stats_key, f"topic:{effects.topic}", 1)
             if effects.feedback:
-                pipe.hincrby(stats_key, f"feedback:{effects.feedback}", 1)
-            pipe.expire(stats_key, STATS_TTL)
+                ops.add("HINCRBY", stats_key, f"feedback:{effects.feedback}", 1)
+            ops.add("EXPIRE", stats_key, STATS_TTL)
             if effects.unanswered:
                 unanswered_key = self.key("unanswered", day)
-                pipe.lpush(unanswered_key, effects.unanswered)
-                pipe.ltrim(unanswered_key, 0, UNANSWERED_CAP - 1)
-                pipe.expire(unanswered_key, UNANSWERED_TTL)
-                self._group_unanswered(pipe, effects.unanswered, effects.unanswered_kind, time.time())
-            pipe.execute()
-
-        self._call("commit", run, None)
+                ops.add("LPUSH", unanswered_key, effects.unanswered)
+                ops.add("LTRIM", unanswered_key, 0, UNANSWERED_CAP - 1)
+                ops.add("EXPIRE", unanswered_key, UNANSWERED_TTL)
+                self._group_unanswered(ops, effects.unanswered, effects.unanswered_kind, time.time())
+        if ops.words:
+            self._call("commit", lambda: self._commit(keys=ops.keys, args=ops.words), None)
 
     # --- unanswered questions, grouped (read by the staff console) ---
 
-    _GROUP_SCRIPT = """
-local key, text, kind, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local ttl, cap, cutoff = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local raw = redis.call('HGET', KEYS[1], key)
-local group = raw and cjson.decode(raw) or {count = 0, kinds = {}}
-group.text, group.count, group.last_seen = text, group.count + 1, now
-group.kinds[kind] = (group.kinds[kind] or 0) + 1
-redis.call('HSET', KEYS[1], key, cjson.encode(group))
-redis.call('ZADD', KEYS[2], now, key)
-redis.call('SREM', KEYS[3], key)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-local extra = redis.call('ZCARD', KEYS[2]) - #gone - cap
-if extra > 0 then
-  for _, k in ipairs(redis.call('ZRANGE', KEYS[2], #gone, #gone + extra - 1)) do table.insert(gone, k) end
-end
-for _, k in ipairs(gone) do
-  redis.call('HDEL', KEYS[1], k)
-  redis.call('ZREM', KEYS[2], k)
-  redis.call('SREM', KEYS[3], k)
-end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
-"""
 
     def _unanswered_keys(self) -> list[str]:
         return [self.key("unanswered", name) for name in ("groups", "recent", "handled")]
 
-    def _group_unanswered(self, pipe: Any, text: str, kind: str, now: float) -> None:
+    def _group_unanswered(self, ops: "_Commands", text: str, kind: str, now: float) -> None:
         """Count one unanswered question in its group (same words once spaces, punctuation, case go)."""
         from knowledge.text import compact
 
@@ -417,7 +447,7 @@ for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
         if not group:
             return
         args = (group, text.strip(), kind, repr(now), UNANSWERED_TTL, UNANSWERED_GROUPS_CAP, repr(now - UNANSWERED_TTL))
-        pipe.eval(self._GROUP_SCRIPT, 3, *self._unanswered_keys(), *args)
+        ops.add("GROUP", *self._unanswered_keys(), *args, keys=3)
 
     def unanswered_groups(self, limit: int = 200, include_handled: bool = False) -> list[dict[str, Any]]:
         """Unanswered questions grouped by normalised text, newest first: ``{key, text, count, last_seen, kinds, handled}``.

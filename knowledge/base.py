@@ -110,6 +110,9 @@ class KnowledgeBase:
     more_words: frozenset[str] = frozenset()  # compacted (knowledge.text.compact), as messages are compared
     conversation: Conversation = field(default_factory=Conversation)
     warnings: list[Problem] = field(default_factory=list)  # things `kb validate` reports that do not stop the bot
+    # Worked out once per audience or answer: a knowledge base never changes once loaded (a reload builds a new one).
+    _values: dict[str, dict[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _pages: dict[tuple[str, str | None], list[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def audience_of(self, entry: Entry, audience: str | None) -> tuple[str, str, list]:
         """Pick the variant for ``audience`` if the entry has one, else the default answer."""
@@ -157,6 +160,11 @@ class KnowledgeBase:
 
     def values(self, audience: str, links: Iterable[Any] = ()) -> dict[str, str]:
         """The placeholder values for one audience, as filled into answers."""
+        if audience not in self._values:
+            self._values[audience] = self._profile_values(audience)
+        return {**self._values[audience], "links": "\n".join(self.texts["link_line"].format(title=l.title, url=l.url) for l in links)}
+
+    def _profile_values(self, audience: str) -> dict[str, str]:
         office = self.profile.office_of(audience)
         return {
             "label": self.profile.audiences[audience].label,
@@ -168,7 +176,6 @@ class KnowledgeBase:
             "office_hours": office.hours,
             "office_contact": self.contact(audience),
             **{f"office_contact_{key}": self.contact(key) for key in self.profile.audiences},
-            "links": "\n".join(self.texts["link_line"].format(title=l.title, url=l.url) for l in links),
             **{f"chsi_{k}": v for k, v in self.profile.chsi.items()},
         }
 
@@ -183,7 +190,9 @@ class KnowledgeBase:
         return text.strip()
 
     def pages(self, entry_id: str, audience: str | None = None) -> list[str]:
-        return self.paginate(self.render(entry_id, audience))
+        if (entry_id, audience) not in self._pages:
+            self._pages[(entry_id, audience)] = self.paginate(self.render(entry_id, audience))
+        return list(self._pages[(entry_id, audience)])
 
     def paginate(self, answer: str) -> list[str]:
         """A rendered answer as the pages a student receives, each with the 「更多」 trailer but the last,
