@@ -54,6 +54,7 @@ RULES_PATH = Path(__file__).resolve().parent / "rules.yaml"
 OOD = "~out-of-domain"  # the model's class for questions no entry answers (sorts after every entry id)
 VIEWS = ("word", "syn", "pinyin")  # "char" (character n-grams) is supported; it did not pay on CV
 MAX_CHOICES = 4
+SOUNDS_LIKE_CHARS = 6  # a message this short that sounds like a small-talk phrase is that phrase mistyped
 CHAR_NGRAMS = (1, 2, 3)  # the character view's n-gram lengths
 
 # Chosen on grouped cross-validation over the labelled sets (bench/accuracy.py --cv, --ablate).
@@ -604,7 +605,8 @@ class Matcher:
         A greeting only counts when nothing else is said. Otherwise the kind with the longest
         phrase wins, the first listed on a tie: 谢谢你的帮助 is thanks, not a call for help, and
         换个老师 asks for a human whatever the 老师 in it. A phrase of symbols (👋) counts as one
-        character."""
+        character. A short message of Chinese that no phrase is in, but that sounds like one
+        (泥嚎, 蟹蟹), is that phrase."""
         text = clean(question)
         has_latin = bool(_LATIN.search(text))
         best, kind = 0, next((k for e, k in self._emoji.items() if e in question), None)
@@ -617,6 +619,11 @@ class Matcher:
                 best, kind = longest, name
             elif longest and kind is None and name == "greeting":
                 kind = name
+        if kind is None and 1 < len(text) <= SOUNDS_LIKE_CHARS and all(_CJK_CHAR.match(c) for c in text):
+            sounds = " ".join(syllable(c) for c in text)  # 泥嚎 sounds like 你好: the whole message, mistyped
+            kind = next((name for name, (_, latin) in self._talk.items() if latin.fullmatch(sounds)), None)
+            if kind is not None:
+                return kind, ""
         if has_latin:
             for _, latin in self._talk.values():
                 text = latin.sub(" ", text)

@@ -245,7 +245,7 @@ def test_a_question_about_another_general_thing_is_not_answered(matcher: Matcher
      ("谢谢你的帮助", "thanks"), ("老师好，谢谢", "thanks"), ("早", "greeting"), ("拜拜", "thanks"),
      ("xiexie", "thanks"), ("xiè xie", "thanks"), ("zai ma", "greeting"), ("rengong", "human"), ("Thank you so much!", "thanks"),
      ("hello there", "greeting"), ("Can I talk to a real person?", "human"), ("what can you do", "help"), ("👋", "greeting"),
-     ("👍👍", "thanks"), ("謝謝老師", "thanks")],
+     ("👍👍", "thanks"), ("謝謝老師", "thanks"), ("泥嚎", "greeting"), ("蟹蟹", "thanks")],
 )
 def test_small_talk_is_recognised(matcher: Matcher, message: str, kind: str) -> None:
     m = matcher.match(message)
