@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -330,11 +332,22 @@ def ablations(kb: KnowledgeBase, extra: Sequence[Path]) -> None:
         variants.append((f"- field {name}", lambda n=name: patched(matcher_module, "WEIGHTS", {**weights, n: 1e-9}), {}))
     variants.append(("+ view char (character 1-3-grams)", contextlib.nullcontext, {"views": (*views, "char")}))
 
-    def raw_top(self: Matcher, question: str):  # noqa: ANN202
-        _, domain, ranked = original_confidence(self, question)
+    def raw_top(self: Matcher, reading):  # noqa: ANN001, ANN202
+        _, domain, ranked = original_decided(self, reading)
         return (ranked[0][1] if ranked else 0.0), domain, ranked
 
-    original_confidence = Matcher.confidence
+    original_decided = Matcher._decided
+    original_features = matcher_module.decision_features
+
+    def without_known_share(*args):  # noqa: ANN002, ANN202
+        return np.append(original_features(*args)[:-1], 0.0)
+
+    @contextlib.contextmanager
+    def whole_jieba_dictionary() -> Iterator[None]:
+        text_module._tokenizer.cache_clear()
+        with patched(text_module, "RARE_WORD_FREQ", 1):
+            yield
+        text_module._tokenizer.cache_clear()
     variants += [
         ("- labelled sets as training", contextlib.nullcontext, {"sets": []}),
         ("- homophone correction", lambda: patched(text_module.Analyzer, "correct", lambda self, text: text), {}),
@@ -343,7 +356,11 @@ def ablations(kb: KnowledgeBase, extra: Sequence[Path]) -> None:
         ("- traditional → simplified", lambda: patched(text_module, "_T2S", _Identity()), {}),
         ("- min_df 2 (keep every term)", lambda: patched(matcher_module, "MIN_DF", 1), {}),
         ("- vague-word calibration rows", lambda: patched(matcher_module, "SHARED_BY", 10**6), {}),
-        ("- decider (raw top probability)", lambda: patched(Matcher, "confidence", raw_top), {}),
+        ("- decider (raw top probability)", lambda: patched(Matcher, "_decided", raw_top), {}),
+        ("- term for unknown words", lambda: patched(matcher_module, "_rare_key", lambda key: None), {}),
+        ("- known-words share (decider)", lambda: patched(matcher_module, "decision_features", without_known_share), {}),
+        ("- staff-written terms kept below min_df", lambda: patched(matcher_module, "CURATED_FIELDS", ()), {}),
+        ("- rare jieba words left out (whole dictionary)", whole_jieba_dictionary, {}),
         ("- small talk", lambda: patched(Matcher, "_small_talk", lambda self, text: (None, text)), {}),
         ("- keyword rules", lambda: patched(matcher_module, "load_rules", lambda path, kb: []), {}),
     ]
@@ -422,7 +439,7 @@ def run_scale(kb: KnowledgeBase, factors: Sequence[int], reps: int, budget_mb: f
         gc.collect()
         before = _rss()
         started, cpu = time.perf_counter(), time.process_time()
-        matcher = Matcher(big, cache=False)
+        matcher = Matcher(big, cache=False, memo=0)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         med, p99 = latency(matcher, questions, reps)
         model = matcher.model
