@@ -47,7 +47,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .base import KnowledgeBase
-from .examples import QuestionSet, training_sets
+from .examples import TRAINING_SETS, QuestionSet, training_sets
 from .text import LEXICON_DIR, SAFE_LOADER, Analyzer, Lexicon, LexiconError, clean, compact, syllable
 
 RULES_PATH = Path(__file__).resolve().parent / "rules.yaml"
@@ -294,8 +294,9 @@ def _phrase_patterns(phrases: Iterable[str]) -> tuple[re.Pattern[str], re.Patter
     )
 
 
-def _digest(docs: Sequence[Doc], views: Sequence[str], analyzer_files: Sequence[Path]) -> tuple[str, str]:
-    """(digest of everything the model learns from, digest of everything the analyzer reads)."""
+def _digest(docs: Sequence[Doc], views: Sequence[str], analyzer_files: Sequence[Path], data_files: Sequence[Path] = ()) -> tuple[str, str]:
+    """(digest of everything the model learns from: ``docs`` and the ``data_files`` it will read
+    them from when it trains, digest of everything the analyzer reads)."""
     h = hashlib.sha256(json.dumps([CACHE_VERSION, CHAR_NGRAMS, list(views), jieba.__version__]).encode())
     for path in [Path(__file__), Path(__file__).with_name("text.py"), *analyzer_files]:
         h.update(path.read_bytes() if path.exists() else b"-")
@@ -303,6 +304,8 @@ def _digest(docs: Sequence[Doc], views: Sequence[str], analyzer_files: Sequence[
     h.update(json.dumps([C, WEIGHTS, FOLDS, MIN_DF, CURATED_FIELDS, MAX_ITER, WARM_ITER, NORM_POWER, CALIBRATION_FIELDS, SHARED_BY, VAGUE_SHARE, SOLVER]).encode())
     for doc in docs:
         h.update(f"{doc.label}\x00{doc.field}\x00{doc.text}\x01".encode())
+    for path in [Path(__file__).with_name("examples.py"), *data_files] if data_files else []:
+        h.update(path.read_bytes())
     return h.hexdigest()[:32], analyzer
 
 
@@ -531,11 +534,16 @@ class Matcher:
         )
         self._talk = {kind: _phrase_patterns(phrases) for kind, phrases in self.lexicon.smalltalk.items()}
         self._emoji = self.lexicon.emoji
-        docs = documents(kb, load_out_of_domain(folder), training_sets() if sets is None else sets)
+        ood = load_out_of_domain(folder)
         lexicon_files = sorted(folder.glob("*")) if folder.is_dir() else []
-        digest, terms_key = _digest(docs, self.features.views, lexicon_files)
+        # The shipped sets are digested as files: parsing them is only needed to train.
+        shipped = [path for path in TRAINING_SETS if path.exists()] if sets is None else []
+        docs = documents(kb, ood, [] if sets is None else sets)
+        digest, terms_key = _digest(docs, self.features.views, lexicon_files, shipped)
         model = _load_cached(digest) if cache else None
         if model is None:
+            if sets is None:
+                docs = documents(kb, ood, training_sets())
             model = train(docs, self.features, terms_key if cache else None)
             if cache:
                 _save_cached(digest, model)
