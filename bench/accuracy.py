@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import random
 import statistics
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from knowledge import matcher as matcher_module  # noqa: E402
 from knowledge import text as text_module  # noqa: E402
 from knowledge.base import KnowledgeBase, KnowledgeError, check, load  # noqa: E402
-from knowledge.examples import TRAINING_SETS, Item, QuestionSet, read_sets  # noqa: E402
+from knowledge.examples import TRAINING_SETS, QuestionSet, read_sets  # noqa: E402
 from knowledge.matcher import Matcher  # noqa: E402
 
 BUCKETS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0001)

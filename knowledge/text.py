@@ -149,7 +149,8 @@ class Lexicon:
                 problems.append(f"smalltalk.yaml: needs a non-empty list {kind!r}")
                 continue
             for p in phrases:
-                emoji.update({str(p).strip(): kind} if _SYMBOLS.match(str(p).strip()) else {})
+                if _SYMBOLS.match(str(p).strip()):
+                    emoji[str(p).strip()] = kind
             smalltalk[kind] = tuple(sorted({clean(str(p)) for p in phrases} - {""}, key=len, reverse=True))
         if problems:
             raise LexiconError("\n".join(problems))

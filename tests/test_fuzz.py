@@ -37,11 +37,13 @@ EVENTS = ["subscribe", "unsubscribe", "CLICK", "VIEW", "SCAN", "LOCATION", "unkn
 
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[dict[str, LiveApp]]:
-    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    # Two accounts, so two key spaces: sharing one, a message key both fuzzers happen to send (no MsgId,
+    # same sender and second) would get the other mode's stored reply.
+    prefixes = {name: f"test:{uuid.uuid4().hex[:10]}:" for name in ("plain", "safe")}
     started = {
-        "plain": start_app(tmp_path_factory.mktemp("plain"), REDIS_URL=redis_url, REDIS_PREFIX=prefix,
+        "plain": start_app(tmp_path_factory.mktemp("plain"), REDIS_URL=redis_url, REDIS_PREFIX=prefixes["plain"],
                            WECHAT_ENCODING_AES_KEY="", ALLOW_PLAINTEXT="0"),
-        "safe": start_app(tmp_path_factory.mktemp("safe"), REDIS_URL=redis_url, REDIS_PREFIX=prefix, ALLOW_PLAINTEXT="0"),
+        "safe": start_app(tmp_path_factory.mktemp("safe"), REDIS_URL=redis_url, REDIS_PREFIX=prefixes["safe"], ALLOW_PLAINTEXT="0"),
     }
     yield started
     for app in started.values():
@@ -49,7 +51,8 @@ def apps(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[d
     for name, app in started.items():
         log = app.log_text()
         assert "Traceback" not in log and "unhandled error" not in log, f"{name} app logged an error:\n{log[-4000:]}"
-    drop_keys(redis_url, prefix)
+    for prefix in prefixes.values():
+        drop_keys(redis_url, prefix)
 
 
 http = requests.Session()
