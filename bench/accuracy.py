@@ -72,6 +72,7 @@ class Tally:
     ood: int = 0
     ood_answered: int = 0
     ood_clarified: int = 0
+    chatted: int = 0  # questions (in the domain or out of it) taken for small talk
     talk: int = 0
     talk_ok: int = 0
     scores: list[tuple[float, bool]] = field(default_factory=list)
@@ -79,7 +80,7 @@ class Tally:
     misses: list[str] = field(default_factory=list)
 
     def add(self, other: "Tally") -> None:
-        for name in ("n", "hit", "resolved", "wrong", "clarify", "fallback", "ood", "ood_answered", "ood_clarified", "talk", "talk_ok"):
+        for name in ("n", "hit", "resolved", "wrong", "clarify", "fallback", "ood", "ood_answered", "ood_clarified", "chatted", "talk", "talk_ok"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.scores += other.scores
         self.sweep += other.sweep
@@ -111,6 +112,7 @@ def score_items(matcher: Matcher, qs: QuestionSet, voice: str | None = None) -> 
         t.clarify += m.action == "clarify"
         t.fallback += not answered and m.action != "clarify"
         t.resolved += hit or (m.action == "clarify" and any(c in item.expect for c in m.candidates))
+        t.chatted += m.action in SMALL_TALK
         if answered:
             t.scores.append((m.score, hit))
         if m.action in ("answer", "clarify", "fallback") and m.candidates:
@@ -123,6 +125,7 @@ def score_items(matcher: Matcher, qs: QuestionSet, voice: str | None = None) -> 
         answered = m.action in ANSWERED and m.entry_id is not None
         t.ood_answered += answered
         t.ood_clarified += m.action == "clarify"
+        t.chatted += m.action in SMALL_TALK
         if answered:
             t.scores.append((m.score, False))
         if m.action in ("answer", "clarify", "fallback") and m.candidates:
@@ -202,14 +205,32 @@ def all_sets(extra: Sequence[Path]) -> list[QuestionSet]:
     return [qs for path in paths for qs in read_sets(path)]
 
 
-def cross_validate(kb: KnowledgeBase, sets: Sequence[QuestionSet], **options) -> tuple[Tally, dict[str, Tally]]:
-    """Grouped k-fold, one labelled set per group: train on the others, score the held-out one."""
+def cross_validate(kb: KnowledgeBase, sets: Sequence[QuestionSet], matchers: dict[str, Matcher] | None = None,
+                   **options) -> tuple[Tally, dict[str, Tally]]:
+    """Grouped k-fold, one labelled set per group: train on the others, score the held-out one
+    (each fold's matcher is kept in ``matchers`` by the held-out set's name, when given)."""
     total, per_set = Tally(), {}
     for held in sets:
         matcher = Matcher(kb, sets=[s for s in sets if s is not held], cache=False, **options)
+        if matchers is not None:
+            matchers[held.name] = matcher
         per_set[held.name] = score_items(matcher, held)
         total.add(per_set[held.name])
     return total, per_set
+
+
+def print_talk_thresholds(matchers: dict[str, Matcher], sets: Sequence[QuestionSet]) -> None:
+    """What each small-talk threshold would give on the held-out sets: the figures TALK_AT is chosen from."""
+    print("  small-talk threshold (held-out sets):  small talk right   in-domain hit@1   out-of-domain answered   questions taken for small talk")
+    for at in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.01):
+        total = Tally()
+        with patched(matcher_module, "TALK_AT", at):
+            for qs in sets:
+                total.add(score_items(matchers[qs.name], qs))
+        mark = " <- TALK_AT" if abs(at - matcher_module.TALK_AT) < 1e-9 else (" (phrases alone)" if at > 1 else "")
+        print(f"    {at:4.2f}                                  {total.talk_ok / max(1, total.talk):6.1%}"
+              f"            {total.hit / max(1, total.n):6.1%}            {total.ood_answered / max(1, total.ood):6.1%}"
+              f"                   {total.chatted / max(1, total.n + total.ood):6.1%}{mark}")
 
 
 def memory_added() -> dict[str, float]:
@@ -289,21 +310,16 @@ def report(kb: KnowledgeBase, paths: Sequence[Path], reps: int) -> None:
 def run_cv(kb: KnowledgeBase, extra: Sequence[Path], show_misses: bool) -> None:
     sets = all_sets(extra)
     started = time.perf_counter()
-    total, per_set = cross_validate(kb, sets)
+    matchers: dict[str, Matcher] = {}
+    total, per_set = cross_validate(kb, sets, matchers, memo=0)
     print(f"grouped cross-validation over {len(sets)} sets ({time.perf_counter() - started:.1f} s)\n")
     for name, t in per_set.items():
         print_tally(f"held out: {name}", t)
     print_tally("\nall held-out sets", total)
     print_reliability(total)
     print_thresholds(total)
-    matchers: dict[str, Matcher] = {}
-
-    def matcher_for(qs: QuestionSet) -> Matcher:
-        if qs.name not in matchers:
-            matchers[qs.name] = Matcher(kb, sets=[s for s in sets if s is not qs], cache=False)
-        return matchers[qs.name]
-
-    print_voices(matcher_for, sets)
+    print_talk_thresholds(matchers, sets)
+    print_voices(lambda qs: matchers[qs.name], sets)
     if show_misses:
         print(f"\nmisses ({len(total.misses)}):")
         for line in total.misses:
@@ -360,7 +376,8 @@ def ablations(kb: KnowledgeBase, extra: Sequence[Path]) -> None:
         ("- known-words share (decider)", lambda: patched(matcher_module, "decision_features", without_known_share), {}),
         ("- staff-written terms kept below min_df", lambda: patched(matcher_module, "CURATED_FIELDS", ()), {}),
         ("- rare jieba words left out (whole dictionary)", whole_jieba_dictionary, {}),
-        ("- small talk", lambda: patched(Matcher, "_small_talk", lambda self, text: (None, text)), {}),
+        ("- small-talk phrases (the model alone)", lambda: patched(Matcher, "_small_talk", lambda self, text: (None, text)), {}),
+        ("- small-talk model (the phrases alone)", lambda: patched(matcher_module, "TALK_AT", 2.0), {}),
         ("- keyword rules", lambda: patched(matcher_module, "load_rules", lambda path, kb: []), {}),
     ]
     print("ablation: grouped cross-validation (figures over all held-out sets)\n")

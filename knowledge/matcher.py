@@ -1,8 +1,10 @@
 """Decide what to do with one student message: rule, small talk, answer, clarify or fall back.
 
 Staff keyword rules (``knowledge/rules.yaml``) win over everything, then small
-talk (``lexicon/smalltalk.yaml``), then a model learned from the knowledge base
-itself. Matching is a pipeline:
+talk (the phrases of ``lexicon/smalltalk.yaml``), then a model learned from the
+knowledge base itself; a message it cannot answer may still be small talk that
+no phrase names (a second model, over the same features, learned from those
+phrases and the labelled sets' small talk). Matching is a pipeline:
 
 1. normalise: NFKC, traditional → simplified, lower case, Latin aliases
    (``knowledge.text``);
@@ -20,7 +22,8 @@ itself. Matching is a pipeline:
    turns the ranking into a calibrated probability that the top entry is right;
    at ``ANSWER_AT`` or above it is answered; otherwise, if the question is likely
    in the domain and a few entries share the probability, they are offered;
-   else the message falls back.
+   else, if the small-talk model holds one kind at ``TALK_AT`` or above, that
+   kind is served (你好呀小助手, 有人没); else the message falls back.
 
 Training is deterministic (sorted inputs, fixed seeds) and takes one to two seconds;
 its result is cached on disk by a digest of everything it learned from, so a
@@ -36,10 +39,10 @@ import os
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Literal, NamedTuple, Sequence
+from typing import Iterable, Literal, Mapping, NamedTuple, Sequence
 
 import jieba
 import numpy as np
@@ -52,6 +55,8 @@ from .text import LEXICON_DIR, SAFE_LOADER, Analyzer, Lexicon, LexiconError, cle
 
 RULES_PATH = Path(__file__).resolve().parent / "rules.yaml"
 OOD = "~out-of-domain"  # the model's class for questions no entry answers (sorts after every entry id)
+TALK = "~talk:"  # prefix of the small-talk model's classes (~talk:greeting …): what a phrase list misses
+NOT_TALK = "~talk"  # its class for every other text
 VIEWS = ("word", "syn", "pinyin")  # "char" (character n-grams) is supported; it did not pay on CV
 MAX_CHOICES = 4
 SOUNDS_LIKE_CHARS = 6  # a message this short that sounds like a small-talk phrase is that phrase mistyped
@@ -60,9 +65,10 @@ CHAR_NGRAMS = (1, 2, 3)  # the character view's n-gram lengths
 # Chosen on grouped cross-validation over the labelled sets (bench/accuracy.py --cv, --ablate).
 ANSWER_AT = 0.75  # calibrated probability that the top entry is right needed to answer
 CLARIFY_AT = 0.50  # probability that the question is in the domain needed to offer a choice
+TALK_AT = 0.5  # probability of a small-talk class needed to treat a message no phrase is in as that kind
 CLOSE = 0.05  # a choice lists the entries with at least this share of the top entry's probability
 C = 20.0  # inverse regularisation of the model
-WEIGHTS = {"question": 1.0, "similar": 1.0, "keyword": 0.5, "answer": 0.3, "example": 1.0, "ood": 1.0}
+WEIGHTS = {"question": 1.0, "similar": 1.0, "keyword": 0.5, "answer": 0.3, "example": 1.0, "ood": 1.0, "talk": 1.0}
 NORM_POWER = 1.0  # each view's TF-IDF block is divided by its length to this power (1: unit length)
 MIN_DF = 2  # a term in fewer training texts says nothing the model can learn...
 CURATED_FIELDS = ("question", "similar", "keyword")  # ...unless staff wrote it into an entry on purpose
@@ -160,8 +166,9 @@ class Doc:
     field: str
 
 
-def documents(kb: KnowledgeBase, ood: Iterable[str], sets: Sequence[QuestionSet]) -> list[Doc]:
-    """Every training text, in a fixed order: entries by id, then labelled sets, then negative examples."""
+def documents(kb: KnowledgeBase, ood: Iterable[str], sets: Sequence[QuestionSet], talk: Mapping[str, Iterable[str]] | None = None) -> list[Doc]:
+    """Every training text, in a fixed order: entries by id, then labelled sets (small talk of a known
+    kind included), then negative examples, then the small-talk phrases (``talk``: kind → phrases)."""
     docs: list[Doc] = []
     for entry_id in sorted(kb.entries):
         entry = kb.entries[entry_id]
@@ -174,7 +181,9 @@ def documents(kb: KnowledgeBase, ood: Iterable[str], sets: Sequence[QuestionSet]
     for qs in sets:
         docs += [Doc(i.q, i.expect[0], "example") for i in qs.in_domain if i.expect[0] in kb.entries]
         docs += [Doc(i.q, OOD, "example") for i in qs.out_of_domain]
+        docs += [Doc(i.q, TALK + i.kind, "example") for i in qs.smalltalk if i.kind]
     docs += [Doc(text, OOD, "ood") for text in ood]
+    docs += [Doc(phrase, TALK + kind, "talk") for kind in sorted(talk or {}) for phrase in (talk or {})[kind]]
     return docs
 
 
@@ -221,6 +230,9 @@ class Model:
     decider: np.ndarray  # weights of the decision features, then the intercept
     known: list[str]  # the synonym-view words the entries use (what small talk must not swallow)
     pinyin_words: dict[str, str]  # pinyin of the training texts' words → the word (Analyzer.use_pinyin)
+    talk: list[str] = field(default_factory=list)  # the small-talk model's classes (NOT_TALK, TALK + kind)
+    talk_coef: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # columns × talk classes
+    talk_intercept: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def vector(self, terms: Iterable[tuple[str, str]], n_views: int) -> tuple[np.ndarray, np.ndarray]:
         """(columns, values) of one text: TF-IDF, each view's block scaled to unit length."""
@@ -234,9 +246,21 @@ class Model:
         return idx, vals / norms[views]
 
     def proba(self, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        logits = vals @ self.coef[idx] + self.intercept if len(idx) else self.intercept.copy()
-        logits = np.exp(logits - logits.max())
-        return logits / logits.sum()
+        return _softmax(vals @ self.coef[idx] + self.intercept if len(idx) else self.intercept.copy())
+
+    def talk_proba(self, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """The small-talk model's probability for each of ``talk``."""
+        return _softmax(vals @ self.talk_coef[idx] + self.talk_intercept if len(idx) else self.talk_intercept.copy())
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = np.exp(logits - logits.max())
+    return logits / logits.sum()
+
+
+def _others(classes: Sequence[str]) -> np.ndarray:
+    """The indices of the classes that are no entry (out of domain, small talk: their names start with ~)."""
+    return np.array([i for i, c in enumerate(classes) if c.startswith("~")], dtype=np.int64)
 
 
 def _rare_key(key: str) -> str | None:
@@ -253,6 +277,7 @@ class Reading(NamedTuple):
     known: int  # of them, in the model's vocabulary
     words: int  # terms of the word view
     known_words: int  # of them, in the model's vocabulary
+    talk: np.ndarray  # the small-talk model's probabilities (Model.talk)
 
 
 def _word_counts(terms: Sequence[tuple[str, str]], idx: np.ndarray, view_of: np.ndarray, word_view: int, rare: int) -> tuple[int, int]:
@@ -261,15 +286,16 @@ def _word_counts(terms: Sequence[tuple[str, str]], idx: np.ndarray, view_of: np.
     return sum(view == "word" for view, _ in terms), int(((view_of[idx] == word_view) & (idx != rare)).sum())
 
 
-def decision_features(proba: np.ndarray, ood: int | None, n_terms: int, words: int, known: int) -> np.ndarray:
+def decision_features(proba: np.ndarray, others: np.ndarray, n_terms: int, words: int, known: int) -> np.ndarray:
     """What the decider reads from a ranking, as log-odds (Platt scaling is linear in them): the top
-    entry's, its lead over the runner-up class (another entry or out of domain), out of domain's,
+    entry's, its lead over the runner-up (another entry, or ``others``: the classes that are no entry,
+    out of domain and small talk, together), the others',
     the message's length (terms of every view), and the share of its ``words`` (the word view's
     terms) the model has seen, ``known`` (门禁卡坏了: the thing it is about is a word no training
     text used; its pinyin, made of common syllables, says nothing of that)."""
-    entries = np.delete(proba, ood) if ood is not None else proba
+    entries = np.delete(proba, others)
     second, top = np.clip(np.sort(np.append(entries, 0.0))[-2:], 1e-6, 1 - 1e-6)
-    other = min(max(float(proba[ood]) if ood is not None else 0.0, 1e-6), 1 - 1e-6)
+    other = min(max(float(proba[others].sum()), 1e-6), 1 - 1e-6)
     return np.array([math.log(top / (1 - top)), math.log(top / max(second, other)), math.log(other / (1 - other)), math.log1p(n_terms), math.log((1 + known) / (1 + words))])
 
 
@@ -388,9 +414,11 @@ def _fit(docs: Sequence[Doc], features: Features, terms_key: str | None = None) 
     x = _per_view_normalised((binary @ sparse.diags(idf)).tocsr(), view_of, len(features.views))
     labels = np.array([d.label for d in docs])
     weights = np.array([WEIGHTS[d.field] for d in docs])
-    classes = sorted(set(labels))
-    ood = classes.index(OOD) if OOD in classes else None
-    asked = np.array([d.field in CALIBRATION_FIELDS for d in docs])
+    talk = np.array([d.label.startswith(TALK) for d in docs])
+    scored = np.flatnonzero(~talk)  # the entry model learns from every text but small talk
+    classes = sorted(set(labels[~talk]))
+    others = _others(classes)
+    asked = np.array([d.field in CALIBRATION_FIELDS for d in docs]) & ~talk
 
     # Each fold's model scores the questions it did not see; the final model averages the folds'
     # weights (as CalibratedClassifierCV(ensemble=True) averages its folds), so every text is
@@ -400,7 +428,8 @@ def _fit(docs: Sequence[Doc], features: Features, terms_key: str | None = None) 
     found, right = [], []
     folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=0)
     model = LogisticRegression(C=C, solver=SOLVER, max_iter=MAX_ITER, tol=1e-3, random_state=0, warm_start=True)
-    for fold, (train_idx, test_idx) in enumerate(folds.split(np.zeros(len(docs)), np.where(asked, labels, "~other"))):
+    for fold, (train_at, test_at) in enumerate(folds.split(scored, np.where(asked, labels, "~other")[scored])):
+        train_idx, test_idx = scored[train_at], scored[test_at]
         model.max_iter = MAX_ITER if fold == 0 else WARM_ITER
         with warnings.catch_warnings():  # a fixed budget of passes is the point, not a problem
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -420,10 +449,9 @@ def _fit(docs: Sequence[Doc], features: Features, terms_key: str | None = None) 
         for i, p in zip(test_idx, proba):
             cols = binary.indices[binary.indptr[i] : binary.indptr[i + 1]]
             known = int((seen[cols] & (view_of[cols] == word_view) & (cols != rare_word)).sum())
-            found.append(decision_features(p, ood, len(terms[i]), len(raw[i].get("word", ())), known))
+            found.append(decision_features(p, others, len(terms[i]), len(raw[i].get("word", ())), known))
             entries = p.copy()
-            if ood is not None:
-                entries[ood] = -1.0
+            entries[others] = -1.0
             right.append(classes[int(np.argmax(entries))] == labels[i])
     # A word that many entries' questions share (学历, 毕业证) says too little on its own to pick one:
     # the decider learns what such a message looks like from those words, never right when answered.
@@ -437,15 +465,28 @@ def _fit(docs: Sequence[Doc], features: Features, terms_key: str | None = None) 
     for word in sorted(t for t, labels_of in owners.items() if len(labels_of) >= SHARED_BY):
         word_terms = features.terms(word)
         idx, vals = averaged.vector(word_terms, len(features.views))
-        found.append(decision_features(averaged.proba(idx, vals), ood, len(word_terms), *_word_counts(word_terms, idx, view_of, word_view, rare_word)))
+        found.append(decision_features(averaged.proba(idx, vals), others, len(word_terms), *_word_counts(word_terms, idx, view_of, word_view, rare_word)))
         right.append(False)
     # The vague rows are a few dozen against thousands of questions: together they weigh VAGUE_SHARE.
     weight = np.ones(len(right))
     weight[n_asked:] = VAGUE_SHARE * n_asked / max(1, len(right) - n_asked)
     platt = LogisticRegression(C=10.0).fit(np.array(found), np.array(right), sample_weight=weight)
     decider = np.concatenate([platt.coef_[0], platt.intercept_])
-    known = sorted({t for d, r in zip(docs, raw) if d.label != OOD and d.field != "answer" for t in r.get("syn", ())})
-    return Model(classes, vocab, view_of, idf, np.ascontiguousarray(coef), intercept, decider, known, pinyin_words)
+    known = sorted({t for d, r in zip(docs, raw) if not d.label.startswith("~") and d.field != "answer" for t in r.get("syn", ())})
+    # Small talk is a model of its own over the same features: each kind against every other text,
+    # so its classes never take probability from the entries the decider is calibrated on.
+    talk_classes, talk_coef, talk_intercept = [], np.zeros((len(keys), 0)), np.zeros(0)
+    if talk.any():
+        chat = LogisticRegression(C=C, solver=SOLVER, max_iter=MAX_ITER, tol=1e-3, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            # without the term for unknown words: a word the model has not seen says nothing of small talk
+            # (so asdfgh is not a mistyped thanks just because thx and 3q are rare too)
+            known_only = x @ sparse.diags((~np.char.endswith(np.array(keys, dtype=str), RARE)).astype(float))
+            chat.fit(known_only, np.where(talk, labels, NOT_TALK), sample_weight=weights)
+        talk_classes, talk_coef, talk_intercept = [str(c) for c in chat.classes_], chat.coef_.T, chat.intercept_
+    return Model(classes, vocab, view_of, idf, np.ascontiguousarray(coef), intercept, decider, known, pinyin_words,
+                 talk_classes, np.ascontiguousarray(talk_coef), talk_intercept)
 
 
 def _per_view_normalised(x, view_of: np.ndarray, n_views: int):
@@ -477,6 +518,9 @@ def _load_cached(digest: str) -> Model | None:
                 decider=data["decider"],
                 known=[str(k) for k in data["known"]],
                 pinyin_words=dict(zip((str(k) for k in data["pinyin_keys"]), (str(w) for w in data["pinyin_values"]))),
+                talk=[str(c) for c in data["talk"]],
+                talk_coef=np.ascontiguousarray(data["talk_coef"]),
+                talk_intercept=data["talk_intercept"],
             )
     except (OSError, KeyError, ValueError):
         return None
@@ -498,6 +542,9 @@ def _save_cached(digest: str, model: Model) -> None:
             known=np.array(model.known),
             pinyin_keys=np.array(list(model.pinyin_words)),
             pinyin_values=np.array(list(model.pinyin_words.values())),
+            talk=np.array(model.talk, dtype=str),
+            talk_coef=model.talk_coef,
+            talk_intercept=model.talk_intercept,
         )
         partial.replace(path)
     except OSError:
@@ -538,18 +585,19 @@ class Matcher:
         lexicon_files = sorted(folder.glob("*")) if folder.is_dir() else []
         # The shipped sets are digested as files: parsing them is only needed to train.
         shipped = [path for path in TRAINING_SETS if path.exists()] if sets is None else []
-        docs = documents(kb, ood, [] if sets is None else sets)
+        docs = documents(kb, ood, [] if sets is None else sets, self.lexicon.smalltalk)
         digest, terms_key = _digest(docs, self.features.views, lexicon_files, shipped)
         model = _load_cached(digest) if cache else None
         if model is None:
             if sets is None:
-                docs = documents(kb, ood, training_sets())
+                docs = documents(kb, ood, training_sets(), self.lexicon.smalltalk)
             model = train(docs, self.features, terms_key if cache else None)
             if cache:
                 _save_cached(digest, model)
         self.model = model
         self.analyzer.use_pinyin(model.pinyin_words)
-        self._ood = model.classes.index(OOD) if OOD in model.classes else None
+        self._others = _others(model.classes)
+        self._talk_kinds = [(i, c[len(TALK):]) for i, c in enumerate(model.talk) if c.startswith(TALK)]
         self._known = frozenset(model.known)
         self._word_view = self.features.views.index("word") if "word" in self.features.views else -1
         self._rare_word = model.vocab.get(f"word:{RARE}", -1)
@@ -568,12 +616,13 @@ class Matcher:
         """The model's probability for every class (``model.classes``) and what it read to say so."""
         terms = self.features.terms(question)
         idx, vals = self.model.vector(terms, len(self.features.views))
-        return Reading(self.model.proba(idx, vals), len(terms), len(idx), *_word_counts(terms, idx, self.model.view_of, self._word_view, self._rare_word))
+        counts = _word_counts(terms, idx, self.model.view_of, self._word_view, self._rare_word)
+        return Reading(self.model.proba(idx, vals), len(terms), len(idx), *counts, self.model.talk_proba(idx, vals))
 
     def rank(self, question: str) -> list[tuple[str, float]]:
         """The entries for ``question`` with the model's probability, best first (out of domain left out)."""
         proba = self.probabilities(question).proba
-        ranked = [(str(c), round(float(p), 4)) for c, p in zip(self.model.classes, proba) if c != OOD]
+        ranked = [(str(c), round(float(p), 4)) for c, p in zip(self.model.classes, proba) if not c.startswith("~")]
         return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))
 
     def confidence(self, question: str) -> tuple[float, float, list[tuple[str, float]]]:
@@ -582,12 +631,13 @@ class Matcher:
 
     def _decided(self, reading: Reading) -> tuple[float, float, list[tuple[str, float]]]:
         proba = reading.proba
-        ranked = sorted(((str(c), float(p)) for c, p in zip(self.model.classes, proba) if c != OOD), key=lambda pair: (-pair[1], pair[0]))
-        z = float(decision_features(proba, self._ood, reading.terms, reading.words, reading.known_words) @ self.model.decider[:-1] + self.model.decider[-1])
-        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), 1.0 - (float(proba[self._ood]) if self._ood is not None else 0.0), ranked
+        ranked = sorted(((str(c), float(p)) for c, p in zip(self.model.classes, proba) if not c.startswith("~")), key=lambda pair: (-pair[1], pair[0]))
+        z = float(decision_features(proba, self._others, reading.terms, reading.words, reading.known_words) @ self.model.decider[:-1] + self.model.decider[-1])
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), 1.0 - float(proba[self._others].sum()), ranked
 
     def _knowledge(self, question: str, audience: str | None) -> Match:
-        """Answer a likely-right top entry, offer the likeliest few to a question likely in the domain, or fall back."""
+        """Answer a likely-right top entry; else serve the small-talk kind the small-talk model holds
+        likely; else offer the likeliest few to a question likely in the domain, or fall back."""
         reading = self.probabilities(question)
         if not reading.known:
             return Match("fallback", None, (), 0.0, audience)  # not one term the model knows: no evidence at all
@@ -596,6 +646,10 @@ class Matcher:
         score = round(sure, 4)
         if sure >= ANSWER_AT:
             return Match("answer", ids[0], ids, score, audience)
+        if self._talk_kinds:
+            likely, kind = max((float(reading.talk[i]), kind) for i, kind in self._talk_kinds)
+            if likely >= TALK_AT:
+                return Match(kind, None, (), round(likely, 4), audience)
         close = tuple(entry_id for entry_id, p in ranked[:MAX_CHOICES] if p >= CLOSE * ranked[0][1])
         if domain >= CLARIFY_AT and len(close) >= 2:
             return Match("clarify", None, close, score, audience)
@@ -649,9 +703,9 @@ class Matcher:
         Small talk wins when what is left without its phrases names no word the entries use
         (a lone 人 or 号 left over is no question); a greeting only when nothing of two
         characters or more is left at all (老师好 食堂几点开门 is a question, and gets the
-        fallback). When something is left, the knowledge base is asked; unless it has a clear
-        answer, a request for a person or for help is served as such (有没有真人老师在线), and
-        so is a thanks it cannot place.
+        fallback, unless the small-talk model knows better: 各位老师好). When something is left,
+        the knowledge base is asked; unless it has a clear answer, a request for a person or for
+        help is served as such (有没有真人老师在线), and so is a thanks it cannot place.
         """
         text = compact(question)
         audience = self.audience(question)
