@@ -635,9 +635,16 @@ class Matcher:
         z = float(decision_features(proba, self._others, reading.terms, reading.words, reading.known_words) @ self.model.decider[:-1] + self.model.decider[-1])
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), 1.0 - float(proba[self._others].sum()), ranked
 
-    def _knowledge(self, question: str, audience: str | None) -> Match:
-        """Answer a likely-right top entry; else serve the small-talk kind the small-talk model holds
-        likely; else offer the likeliest few to a question likely in the domain, or fall back."""
+    def _chat(self, reading: Reading) -> tuple[str, float] | None:
+        """The small-talk kind the small-talk model holds at ``TALK_AT`` or above, with its probability."""
+        if not self._talk_kinds:
+            return None
+        likely, kind = max((float(reading.talk[i]), kind) for i, kind in self._talk_kinds)
+        return (kind, round(likely, 4)) if likely >= TALK_AT else None
+
+    def _knowledge(self, question: str, audience: str | None, talk: bool = True) -> Match:
+        """Answer a likely-right top entry; else, with ``talk``, serve the small-talk kind the small-talk
+        model holds likely; else offer the likeliest few to a question likely in the domain, or fall back."""
         reading = self.probabilities(question)
         if not reading.known:
             return Match("fallback", None, (), 0.0, audience)  # not one term the model knows: no evidence at all
@@ -646,10 +653,9 @@ class Matcher:
         score = round(sure, 4)
         if sure >= ANSWER_AT:
             return Match("answer", ids[0], ids, score, audience)
-        if self._talk_kinds:
-            likely, kind = max((float(reading.talk[i]), kind) for i, kind in self._talk_kinds)
-            if likely >= TALK_AT:
-                return Match(kind, None, (), round(likely, 4), audience)
+        chat = self._chat(reading) if talk else None
+        if chat is not None:
+            return Match(chat[0], None, (), chat[1], audience)
         close = tuple(entry_id for entry_id, p in ranked[:MAX_CHOICES] if p >= CLOSE * ranked[0][1])
         if domain >= CLARIFY_AT and len(close) >= 2:
             return Match("clarify", None, close, score, audience)
@@ -703,7 +709,7 @@ class Matcher:
         Small talk wins when what is left without its phrases names no word the entries use
         (a lone 人 or 号 left over is no question); a greeting only when nothing of two
         characters or more is left at all (老师好 食堂几点开门 is a question, and gets the
-        fallback, unless the small-talk model knows better: 各位老师好). When something is left,
+        fallback, unless the small-talk model takes what is left for small talk too). When something is left,
         the knowledge base is asked; unless it has a clear answer, a request for a person or for
         help is served as such (有没有真人老师在线), and so is a thanks it cannot place.
         """
@@ -716,7 +722,11 @@ class Matcher:
         left = [t for t in self.analyzer.tokens(rest) if len(t) > 1 and (kind == "greeting" or t in self._known)]
         if kind is not None and not left:
             return Match(kind, None, (), 1.0, audience)
-        decision = self._knowledge(question, audience)
+        if kind == "greeting":  # what follows the greeting decides: more small talk (老师好 我想找您本人), or a question
+            chat = self._chat(self.probabilities(rest))
+            if chat is not None:
+                return Match(chat[0], None, (), chat[1], audience)
+        decision = self._knowledge(question, audience, talk=kind is None)
         if (decision.action == "fallback" and kind == "thanks") or (decision.action != "answer" and kind in ("human", "help")):
             return Match(kind, None, (), 1.0, audience)
         return decision
