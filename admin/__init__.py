@@ -21,10 +21,16 @@ MAX_BODY_BYTES = 8 * 1024 * 1024  # a spreadsheet upload; the webhook keeps its 
 
 
 class _SessionInterface(SecureCookieSessionInterface):
-    """The signed session cookie, marked ``Secure`` whenever the request came over HTTPS."""
+    """The signed session cookie, marked ``Secure`` whenever the request came over HTTPS, and read only
+    under ``/admin``: the webhook, ``/metrics`` and ``/healthz`` have no session (no signature checked per message)."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+    def open_session(self, app: Flask, request):  # noqa: ANN001, ANN201 (Flask's signature)
+        if not request.path.startswith(app.config["SESSION_COOKIE_PATH"]):
+            return None  # Flask then uses a null session, which refuses writes and is never saved
+        return super().open_session(app, request)
 
 
 def init_app(app: Flask) -> None:

@@ -358,6 +358,13 @@ def ablations(kb: KnowledgeBase, extra: Sequence[Path]) -> None:
         return np.append(original_features(*args)[:-1], 0.0)
 
     @contextlib.contextmanager
+    def without_t2s() -> Iterator[None]:
+        text_module.clean.cache_clear()
+        with patched(text_module, "_T2S", _Identity()):
+            yield
+        text_module.clean.cache_clear()
+
+    @contextlib.contextmanager
     def whole_jieba_dictionary() -> Iterator[None]:
         text_module._tokenizer.cache_clear()
         with patched(text_module, "RARE_WORD_FREQ", 1):
@@ -368,7 +375,7 @@ def ablations(kb: KnowledgeBase, extra: Sequence[Path]) -> None:
         ("- homophone correction", lambda: patched(text_module.Analyzer, "correct", lambda self, text: text), {}),
         ("- aliases (Latin → Chinese)", lambda: patched(text_module.Lexicon, "normalise", lambda self, text: text_module.clean(text)), {}),
         ("- pinyin → known words", lambda: patched(text_module.Analyzer, "use_pinyin", lambda self, mapping: None), {}),
-        ("- traditional → simplified", lambda: patched(text_module, "_T2S", _Identity()), {}),
+        ("- traditional → simplified", without_t2s, {}),
         ("- min_df 2 (keep every term)", lambda: patched(matcher_module, "MIN_DF", 1), {}),
         ("- vague-word calibration rows", lambda: patched(matcher_module, "SHARED_BY", 10**6), {}),
         ("- decider (raw top probability)", lambda: patched(Matcher, "_decided", raw_top), {}),

@@ -183,7 +183,7 @@ def documents(kb: KnowledgeBase, ood: Iterable[str], sets: Sequence[QuestionSet]
         docs += [Doc(i.q, OOD, "example") for i in qs.out_of_domain]
         docs += [Doc(i.q, TALK + i.kind, "example") for i in qs.smalltalk if i.kind]
     docs += [Doc(text, OOD, "ood") for text in ood]
-    docs += [Doc(phrase, TALK + kind, "talk") for kind in sorted(talk or {}) for phrase in (talk or {})[kind]]
+    docs += [Doc(phrase, TALK + kind, "talk") for kind in sorted(talk or {}) for phrase in sorted(set((talk or {})[kind]))]
     return docs
 
 
@@ -595,6 +595,7 @@ class Matcher:
             if cache:
                 _save_cached(digest, model)
         self.model = model
+        self.digest = digest  # of everything the model learned from: the same data, the same digest, in any process
         self.analyzer.use_pinyin(model.pinyin_words)
         self._others = _others(model.classes)
         self._talk_kinds = [(i, c[len(TALK):]) for i, c in enumerate(model.talk) if c.startswith(TALK)]

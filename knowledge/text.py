@@ -79,9 +79,11 @@ def _lines(path: Path) -> list[str]:
     return words
 
 
+@lru_cache(maxsize=8192)
 def clean(text: str) -> str:
     """Normalised surface text: NFKC, lower case, pinyin without tone marks, simplified characters,
-    runs of non-word characters as one space."""
+    runs of non-word characters as one space. Kept for the next call: a message is looked at by the
+    dialog, the rules, small talk and the model, and students send the same texts."""
     text = unicodedata.normalize("NFKC", (text or "")[: MAX_CHARS * 2]).lower().translate(_TONE_MARKS)
     return _NON_WORD.sub(" ", _T2S.convert(text)).strip()[:MAX_CHARS]
 
@@ -151,7 +153,7 @@ class Lexicon:
             for p in phrases:
                 if _SYMBOLS.match(str(p).strip()):
                     emoji[str(p).strip()] = kind
-            smalltalk[kind] = tuple(sorted({clean(str(p)) for p in phrases} - {""}, key=len, reverse=True))
+            smalltalk[kind] = tuple(sorted({clean(str(p)) for p in phrases} - {""}, key=lambda p: (-len(p), p)))
         if problems:
             raise LexiconError("\n".join(problems))
         return cls(

@@ -15,7 +15,7 @@ import openpyxl
 import pytest
 import requests
 import yaml
-from flask import Flask
+from flask import Flask, request
 from flask.testing import FlaskClient
 
 import bot
@@ -155,6 +155,20 @@ def test_sign_in_sets_a_safe_cookie_and_sign_out_ends_it(console: Console) -> No
     assert client.get("/admin/entries").status_code == 302
     actions = [(a["user"], a["action"]) for a in console.store.admin_audit()]
     assert ("alice", "login") in actions and ("alice", "logout") in actions
+
+
+def test_the_signed_session_is_read_under_admin_only(console: Console) -> None:
+    """The webhook, /metrics and /healthz never check a cookie's signature (nor set one): no work per message."""
+    client = console.signed_in()
+    cookie = client.get_cookie("xueji_admin", path="/admin")
+    assert cookie is not None
+    app = console.app
+    for path, signed_in in (("/admin/entries", True), ("/wechat", False), ("/healthz", False), ("/metrics", False)):
+        with app.test_request_context(path, headers={"Cookie": f"xueji_admin={cookie.value}"}):
+            session = app.session_interface.open_session(app, request)
+            assert (session is not None and session.get("admin") == "alice") is signed_in, path
+    response = client.get("/healthz", headers={"Cookie": f"xueji_admin={cookie.value}"})
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers
 
 
 def test_wrong_password_is_refused_and_the_page_says_so(console: Console) -> None:

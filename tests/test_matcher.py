@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import marshal
+import os
+import subprocess
+import sys
 import tempfile
 import shutil
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 import yaml
 
 from knowledge.base import DATA_DIR, KnowledgeBase, load
-from knowledge.examples import training_sets
+from knowledge.examples import Item, QuestionSet, training_sets
 from knowledge.matcher import ANSWER_AT, OOD, Match, Matcher, load_out_of_domain
 from knowledge.text import LEXICON_DIR, Analyzer, Lexicon, LexiconError
 
@@ -500,6 +503,28 @@ def test_the_same_data_gives_the_same_decisions_twice(kb: KnowledgeBase) -> None
     first, second = Matcher(kb, cache=False), Matcher(kb, cache=False)
     assert [first.match(q) for q in PROBES] == [second.match(q) for q in PROBES]
     assert (first.model.coef == second.model.coef).all() and (first.model.decider == second.model.decider).all()
+
+
+def test_the_model_digest_is_the_same_in_processes_with_other_hash_seeds() -> None:
+    """A digest that depends on set order would miss the cache in every new worker (and retrain at start-up)."""
+    code = "from knowledge.base import load; from knowledge.matcher import Matcher; print(Matcher(load()).digest)"
+    root = Path(__file__).resolve().parent.parent
+    digests = {
+        subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONHASHSEED": seed},
+                       capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1 and len(digests.pop()) == 32
+
+
+def test_small_talk_no_phrase_names_is_learned_from_the_labelled_sets(kb: KnowledgeBase) -> None:
+    purr = QuestionSet("purr", smalltalk=[Item(q, kind="greeting") for q in ("喵喵", "喵喵喵", "喵喵 喵", "喵 喵喵喵")])
+    question = "喵喵喵喵喵"
+    without, learned = Matcher(kb, sets=training_sets(), cache=False), Matcher(kb, sets=[*training_sets(), purr], cache=False)
+    assert learned._small_talk(question)[0] is None  # no phrase names it
+    assert without.match(question).action == "fallback"
+    assert learned.match(question).action == "greeting"
+    assert learned.match("喵喵喵 学信网查不到学籍").action == "answer"  # a question after it is still answered
 
 
 def test_a_cached_model_decides_as_the_freshly_trained_one(kb: KnowledgeBase) -> None:
