@@ -281,7 +281,7 @@ def training_times() -> dict[str, float]:
     return out
 
 
-def report(kb: KnowledgeBase, paths: Sequence[Path], reps: int) -> None:
+def report(kb: KnowledgeBase, paths: Sequence[Path], reps: int, show_misses: bool = False) -> None:
     matcher = Matcher(kb, memo=0)  # every message decided afresh: the latency figures time the matcher, not a lookup
     print(f"entries {len(kb.entries)}; the shipped matcher trains on {', '.join(p.name for p in TRAINING_SETS if p.exists())}")
     print("(a set it trains on measures the fit, not generalisation: see --cv)\n")
@@ -301,7 +301,7 @@ def report(kb: KnowledgeBase, paths: Sequence[Path], reps: int) -> None:
         print(f"  {name}: {seconds:.2f} s")
     for name, mb in memory_added().items():
         print(f"memory added per process ({name}): {mb:.1f} MB")
-    if len(sets) == 1:
+    if show_misses:  # never by default: a blind set's misses, once seen, make it training data
         print(f"\nmisses ({len(total.misses)}):")
         for line in total.misses:
             print(f"- {line}")
@@ -485,7 +485,7 @@ def main() -> int:
     parser.add_argument("--ablate", action="store_true", help="cross-validated figures with each view, field and rule removed")
     parser.add_argument("--scale", action="store_true", help="latency, training time and memory at 1x, 10x, 100x entries")
     parser.add_argument("--factors", type=int, nargs="*", default=[1, 10, 100], help="entry multiples for --scale")
-    parser.add_argument("--misses", action="store_true", help="list every miss (--cv)")
+    parser.add_argument("--misses", action="store_true", help="list every miss (never by default: a blind set's misses, once seen, make it training data)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions for the latency figures")
     parser.add_argument("--json", action="store_true", help="also print the overall figures as one JSON line")
     args = parser.parse_args()
@@ -499,7 +499,7 @@ def main() -> int:
     elif args.scale:
         run_scale(kb, args.factors, args.reps)
     else:
-        report(kb, args.sets or [p for p in TRAINING_SETS if p.exists()], args.reps)
+        report(kb, args.sets or [p for p in TRAINING_SETS if p.exists()], args.reps, args.misses)
     return 0
 
 
