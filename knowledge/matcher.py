@@ -65,7 +65,7 @@ CHAR_NGRAMS = (1, 2, 3)  # the character view's n-gram lengths
 # Chosen on grouped cross-validation over the labelled sets (bench/accuracy.py --cv, --ablate).
 ANSWER_AT = 0.75  # calibrated probability that the top entry is right needed to answer
 CLARIFY_AT = 0.50  # probability that the question is in the domain needed to offer a choice
-TALK_AT = 0.5  # probability of a small-talk class needed to treat a message no phrase is in as that kind
+TALK_AT = 0.5  # probability of a small-talk kind needed to serve it where no phrase settles the message
 CLOSE = 0.05  # a choice lists the entries with at least this share of the top entry's probability
 C = 20.0  # inverse regularisation of the model
 # "similar" counts twice: a similar question staff add must win over thousands of labelled lines at once
@@ -261,7 +261,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _others(classes: Sequence[str]) -> np.ndarray:
-    """The indices of the classes that are no entry (out of domain, small talk: their names start with ~)."""
+    """The indices of the classes that are no entry (their names start with ~: out of domain)."""
     return np.array([i for i, c in enumerate(classes) if c.startswith("~")], dtype=np.int64)
 
 
@@ -291,7 +291,7 @@ def _word_counts(terms: Sequence[tuple[str, str]], idx: np.ndarray, view_of: np.
 def decision_features(proba: np.ndarray, others: np.ndarray, n_terms: int, words: int, known: int) -> np.ndarray:
     """What the decider reads from a ranking, as log-odds (Platt scaling is linear in them): the top
     entry's, its lead over the runner-up (another entry, or ``others``: the classes that are no entry,
-    out of domain and small talk, together), the others',
+    together; out of domain), the others',
     the message's length (terms of every view), and the share of its ``words`` (the word view's
     terms) the model has seen, ``known`` (门禁卡坏了: the thing it is about is a word no training
     text used; its pinyin, made of common syllables, says nothing of that)."""
