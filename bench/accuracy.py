@@ -359,10 +359,10 @@ def ablations(kb: KnowledgeBase, extra: Sequence[Path]) -> None:
 
     @contextlib.contextmanager
     def without_t2s() -> Iterator[None]:
-        text_module.clean.cache_clear()
+        text_module._clean.cache_clear()
         with patched(text_module, "_T2S", _Identity()):
             yield
-        text_module.clean.cache_clear()
+        text_module._clean.cache_clear()
 
     @contextlib.contextmanager
     def whole_jieba_dictionary() -> Iterator[None]:

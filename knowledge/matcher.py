@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .base import KnowledgeBase
 from .examples import TRAINING_SETS, QuestionSet, training_sets
-from .text import LEXICON_DIR, SAFE_LOADER, Analyzer, Lexicon, LexiconError, clean, compact, syllable
+from .text import LEXICON_DIR, MAX_CHARS, SAFE_LOADER, Analyzer, Lexicon, LexiconError, clean, compact, syllable
 
 RULES_PATH = Path(__file__).resolve().parent / "rules.yaml"
 OOD = "~out-of-domain"  # the model's class for questions no entry answers (sorts after every entry id)
@@ -172,6 +172,7 @@ def documents(kb: KnowledgeBase, ood: Iterable[str], sets: Sequence[QuestionSet]
     """Every training text, in a fixed order: entries by id, then labelled sets (small talk of a known
     kind included), then negative examples, then the small-talk phrases (``talk``: kind → phrases)."""
     docs: list[Doc] = []
+    talk = talk or {}
     for entry_id in sorted(kb.entries):
         entry = kb.entries[entry_id]
         docs.append(Doc(entry.question, entry_id, "question"))
@@ -185,7 +186,7 @@ def documents(kb: KnowledgeBase, ood: Iterable[str], sets: Sequence[QuestionSet]
         docs += [Doc(i.q, OOD, "example") for i in qs.out_of_domain]
         docs += [Doc(i.q, TALK + i.kind, "example") for i in qs.smalltalk if i.kind]
     docs += [Doc(text, OOD, "ood") for text in ood]
-    docs += [Doc(phrase, TALK + kind, "talk") for kind in sorted(talk or {}) for phrase in sorted(set((talk or {})[kind]))]
+    docs += [Doc(phrase, TALK + kind, "talk") for kind in sorted(talk) for phrase in sorted(set(talk[kind]))]
     return docs
 
 
@@ -703,8 +704,9 @@ class Matcher:
         return kind, text
 
     def match(self, question: str) -> Match:
-        """The one decision for a message (kept for the next time the same text is sent)."""
-        return self._memo(question)
+        """The one decision for a message (kept for the next time the same text is sent). Only the
+        first ``MAX_CHARS * 2`` characters are read (as ``clean`` reads them), so only they are kept."""
+        return self._memo(question[: MAX_CHARS * 2])
 
     def _decide(self, question: str) -> Match:
         """The one decision for a message.

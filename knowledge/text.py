@@ -79,12 +79,18 @@ def _lines(path: Path) -> list[str]:
     return words
 
 
-@lru_cache(maxsize=8192)
 def clean(text: str) -> str:
     """Normalised surface text: NFKC, lower case, pinyin without tone marks, simplified characters,
-    runs of non-word characters as one space. Kept for the next call: a message is looked at by the
-    dialog, the rules, small talk and the model, and students send the same texts."""
-    text = unicodedata.normalize("NFKC", (text or "")[: MAX_CHARS * 2]).lower().translate(_TONE_MARKS)
+    runs of non-word characters as one space. Only the first ``MAX_CHARS * 2`` characters are read."""
+    return _clean((text or "")[: MAX_CHARS * 2])
+
+
+@lru_cache(maxsize=8192)
+def _clean(text: str) -> str:
+    """``clean`` of a text already cut to length, kept for the next call: a message is looked at by
+    the dialog, the rules, small talk and the model, and students send the same texts (cut first, so
+    a 60 KB message costs the cache no more than a short one)."""
+    text = unicodedata.normalize("NFKC", text).lower().translate(_TONE_MARKS)
     return _NON_WORD.sub(" ", _T2S.convert(text)).strip()[:MAX_CHARS]
 
 

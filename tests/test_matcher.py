@@ -21,7 +21,8 @@ import yaml
 from knowledge.base import DATA_DIR, KnowledgeBase, load
 from knowledge.examples import Item, QuestionSet, training_sets
 from knowledge.matcher import ANSWER_AT, OOD, Match, Matcher, load_out_of_domain
-from knowledge.text import LEXICON_DIR, Analyzer, Lexicon, LexiconError
+from knowledge import text as text_module
+from knowledge.text import LEXICON_DIR, MAX_CHARS, Analyzer, Lexicon, LexiconError, clean
 
 ACTIONS = {"answer", "clarify", "fallback", "greeting", "thanks", "human", "help", "rule"}
 
@@ -525,6 +526,20 @@ def test_small_talk_no_phrase_names_is_learned_from_the_labelled_sets(kb: Knowle
     assert without.match(question).action == "fallback"
     assert learned.match(question).action == "greeting"
     assert learned.match("喵喵喵 学信网查不到学籍").action == "answer"  # a question after it is still answered
+
+
+def test_a_long_message_is_kept_by_what_is_read_of_it(kb: KnowledgeBase) -> None:
+    """Only the first MAX_CHARS * 2 characters are read: the caches keep only those, so 60 KB messages cost them no more."""
+    matcher = Matcher(kb)
+    head = ("毕业证丢了怎么补办" * 200)[: MAX_CHARS * 2]
+    first, second = head + "甲" * 60_000, head + "乙" * 60_000
+    cleaned = text_module._clean.cache_info().hits
+    assert clean(first) == clean(second) == clean(head)
+    assert text_module._clean.cache_info().hits >= cleaned + 2
+    decided = matcher._memo.cache_info()
+    assert matcher.match(first) == matcher.match(second)
+    after = matcher._memo.cache_info()
+    assert (after.misses, after.hits) == (decided.misses + 1, decided.hits + 1)
 
 
 def test_a_cached_model_decides_as_the_freshly_trained_one(kb: KnowledgeBase) -> None:
