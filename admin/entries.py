@@ -13,6 +13,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 
 import bot
 from knowledge.live import entry_from_yaml, entry_to_yaml
+from knowledge.matcher import prepare_training
 from knowledge.schema import ENTRY_ID
 
 from . import bp
@@ -87,6 +88,7 @@ def entries() -> Any:
 
 
 def _render_edit(form: Any, entry_id: str | None, *, status: int = 200, **context: Any) -> tuple[str, int]:
+    prepare_training()  # a draft of this form is trained next
     context.setdefault("field_errors", {})
     context.setdefault("general_errors", [])
     return render_template("admin/entry_edit.html", form=form, entry_id=entry_id, audiences=audiences(), **context), status

@@ -14,6 +14,7 @@ from flask import render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from knowledge.base import REQUIRED_TEXTS, Problem
+from knowledge.matcher import prepare_training
 
 from . import bp
 from .auth import login_required
@@ -67,6 +68,7 @@ def _general(problems: list[Problem]) -> tuple[dict[str, list[Any]], list[Any]]:
 
 
 def _page(template: str, form: Any, path: str, status: int = 200, **context: Any) -> tuple[str, int]:
+    prepare_training()  # a draft of this form is trained next
     context.setdefault("field_errors", {})
     context.setdefault("general_errors", [])
     return render_template(template, form=form, path=path, **context), status

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 
 from knowledge.live import Conflict, Invalid, unified_diff
+from knowledge.matcher import prepare_training
 from knowledge.spreadsheet import export_xlsx, import_xlsx
 
 from . import bp
@@ -28,6 +29,7 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 @bp.get("/spreadsheet")
 @login_required
 def spreadsheet() -> Any:
+    prepare_training()  # an upload's draft is trained next
     return render_template("admin/spreadsheet.html", form=UploadForm())
 
 

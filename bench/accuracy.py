@@ -355,7 +355,9 @@ def ablations(kb: KnowledgeBase, extra: Sequence[Path]) -> None:
     original_features = matcher_module.decision_features
 
     def without_known_share(*args):  # noqa: ANN002, ANN202
-        return np.append(original_features(*args)[:-1], 0.0)
+        features = original_features(*args).copy()
+        features[..., -1] = 0.0
+        return features
 
     @contextlib.contextmanager
     def without_t2s() -> Iterator[None]:

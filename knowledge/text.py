@@ -144,8 +144,8 @@ class Lexicon:
         else:
             for latin, chinese in (raw_aliases.get("aliases") or {}).items():
                 key = compact(str(latin))
-                if not key.isascii() or not key or not compact(str(chinese or "")):
-                    problems.append(f"aliases.yaml [{latin}]: needs a Latin word and a Chinese replacement")
+                if not key.isascii() or not key or not compact(str(chinese or "")) or _LATIN_RUN.search(clean(str(chinese))):
+                    problems.append(f"aliases.yaml [{latin}]: needs a Latin word and a Chinese replacement (no Latin letters)")
                 else:
                     aliases[key] = compact(str(chinese))
         talk_raw = _yaml(folder / "smalltalk.yaml") or {}
@@ -316,7 +316,7 @@ class Analyzer:
         self.tokenizer, self._common = _tokenizer(tuple(sorted(terms | {w for w in lexicon.stopwords if len(w) > 1})))
         self._parts_cache: dict[str, list[str]] = {}
         self.pinyin_words: dict[str, str] = {}  # from the training texts' words (use_pinyin)
-        self._pinyin_longest = 0
+        self._pinyin_prefixes: set[str] = set()
         self._trie: dict = {}
         for term in sorted(terms):
             if len(term) >= 2 and _CJK.match(term):
@@ -345,7 +345,28 @@ class Analyzer:
     def use_pinyin(self, mapping: dict[str, str]) -> None:
         """Read Latin that spells one of these pinyin keys as its word (see ``pinyin_of_words``)."""
         self.pinyin_words = dict(mapping)
-        self._pinyin_longest = max(map(len, self.pinyin_words), default=0)
+        self._pinyin_prefixes = {key[:n] for key in self.pinyin_words for n in range(2, len(key) + 1)}
+
+    def _keys_at(self, letters: str, start: int) -> list[tuple[int, str]]:
+        """(end, word) for every pinyin key ``letters`` spells from ``start`` on (two letters or more)."""
+        found, end = [], start + 2
+        while end <= len(letters) and letters[start:end] in self._pinyin_prefixes:
+            if letters[start:end] in self.pinyin_words:
+                found.append((end, self.pinyin_words[letters[start:end]]))
+            end += 1
+        return found
+
+    def spelled(self, text: str) -> tuple[tuple[str, str], ...]:
+        """The pinyin keys (with their words) that the Latin of ``text`` spells: all that
+        ``use_pinyin`` changes of how ``text`` is read, so a reading holds while these stay the same.
+        (The Latin left once aliases are put in is part of the Latin of ``clean`` text: an alias's
+        replacement holds no Latin letter.)"""
+        found = set()
+        for run in _LATIN_RUN.findall(clean(text)):
+            letters = run.replace(" ", "")
+            for i in range(len(letters)):
+                found.update((letters[i:end], word) for end, word in self._keys_at(letters, i))
+        return tuple(sorted(found))
 
     def _pinyin(self, run: str) -> str:
         """A Latin run with the known words its letters spell put in (most letters covered, fewest words)."""
@@ -355,11 +376,7 @@ class Analyzer:
             covered, pieces, out = best[i]
             if covered < 0:
                 continue
-            steps = [(i + 1, letters[i], 0)] + [
-                (end, self.pinyin_words[letters[i:end]], end - i)
-                for end in range(i + 2, min(len(letters), i + self._pinyin_longest) + 1)
-                if letters[i:end] in self.pinyin_words
-            ]
+            steps = [(i + 1, letters[i], 0)] + [(end, word, end - i) for end, word in self._keys_at(letters, i)]
             for end, piece, gained in steps:
                 candidate = (covered + gained, pieces - 1, (*out, piece))
                 if candidate[:2] > best[end][:2]:

@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 import bot
 import state
 from admin import auth
+from admin import entries as entries_module, files as files_module, sheet as sheet_module
 from app import create_app
 from conftest import TOKEN, LiveApp, drop_keys, introduce, start_app
 from console_helpers import create_user_cli, csrf, field_errors, form, forms, wait_for
@@ -140,6 +141,20 @@ def test_every_page_renders_for_staff(console: Console, path: str) -> None:
     if response.status_code == 200 and response.mimetype == "text/html":
         assert "<html lang=\"zh-CN\">" in response.text and "Traceback" not in response.text
     assert response.headers["Cache-Control"] == "no-store" and response.headers["X-Frame-Options"] == "DENY"
+
+
+EDIT_PAGES = [f"/admin/entries/{ENTRY}", "/admin/entries/new", "/admin/rules", "/admin/texts", "/admin/out-of-domain", "/admin/spreadsheet"]
+
+
+def test_an_edit_form_starts_importing_the_trainer_and_other_pages_do_not(console: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The draft of an edit is trained next: scikit-learn is imported while staff type, not when they press 试一试."""
+    started: list[str] = []
+    for module in (entries_module, files_module, sheet_module):
+        monkeypatch.setattr(module, "prepare_training", lambda: started.append(request.path))
+    client = console.signed_in()
+    for path in [*EDIT_PAGES, "/admin/entries", "/admin/unanswered", "/admin/usage", "/admin/audit"]:
+        assert client.get(path).status_code == 200, path
+    assert started == EDIT_PAGES
 
 
 def test_sign_in_sets_a_safe_cookie_and_sign_out_ends_it(console: Console) -> None:

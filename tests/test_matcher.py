@@ -79,6 +79,17 @@ def test_a_word_in_two_families_is_rejected(tmp_path: Path) -> None:
         Lexicon.load(folder)
 
 
+def test_an_alias_whose_replacement_holds_latin_letters_is_rejected(tmp_path: Path) -> None:
+    """Aliases turn Latin into Chinese; a replacement with Latin in it would be read as pinyin again."""
+    folder = tmp_path / "lexicon"
+    shutil.copytree(LEXICON_DIR, folder)
+    raw = yaml.safe_load((folder / "aliases.yaml").read_text(encoding="utf-8"))
+    raw["aliases"]["xxw"] = "学信网chsi"
+    (folder / "aliases.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(LexiconError, match=r"\[xxw\].*no Latin letters"):
+        Lexicon.load(folder)
+
+
 def test_stop_words_and_punctuation_leave_only_content(analyzer: Analyzer) -> None:
     assert analyzer.tokens("老师好！请问，急急急～～") == []
     assert analyzer.tokens("ＡＢＣ　学信网！！") == ["abc", "学信网"]
@@ -573,6 +584,40 @@ def test_a_retrain_reads_each_text_s_terms_from_the_last_one_and_survives_a_brok
     questions = ["毕业证丢了怎么办", "学信网查不到学籍", "食堂几点开门", "学籍"]
     assert [second.match(q) for q in questions] == [first.match(q) for q in questions]
     assert marshal.loads(terms_file.read_bytes()).keys() == kept.keys()  # written again, whole
+
+
+def test_a_retrain_from_kept_terms_learns_what_reading_every_text_afresh_learns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kb: KnowledgeBase
+) -> None:
+    """Texts whose Latin spells the pinyin of a training word (biyezheng) are read again once the
+    words are known, and kept under the keys they spell: reused, they must give the same model."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sets = training_sets()
+    Matcher(kb, sets=sets)
+    (terms_file,) = tmp_path.glob("xueji-terms-*.marshal")
+    kept = marshal.loads(terms_file.read_bytes())
+    spelled = [key for key in kept if isinstance(key, tuple)]
+    assert spelled and all(key[1] for key in spelled)
+    assert any(kept[key] != kept[key[0]] for key in spelled)  # the second reading is another reading
+    for model_file in tmp_path.glob("xueji-matcher-*.npz"):
+        model_file.unlink()
+    again, fresh = Matcher(kb, sets=sets), Matcher(kb, sets=sets, cache=False)
+    assert again.model.vocab == fresh.model.vocab
+    assert (again.model.coef == fresh.model.coef).all() and (again.model.decider == fresh.model.decider).all()
+
+
+def test_preparing_training_imports_scikit_learn_in_the_background_once() -> None:
+    code = (
+        "import sys, threading; from knowledge import matcher\n"
+        "assert 'sklearn' not in sys.modules\n"
+        "matcher.prepare_training(); first = matcher._importing; matcher.prepare_training()\n"
+        "assert matcher._importing is first and first is not threading.current_thread()\n"
+        "first.join(60); print('sklearn.linear_model' in sys.modules, 'sklearn.model_selection' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
 
 
 def test_a_repeated_message_gets_the_kept_decision_and_a_matcher_without_memo_decides_alike(kb: KnowledgeBase) -> None:
