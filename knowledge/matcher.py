@@ -400,6 +400,7 @@ class _TermsMemo:
                 self.kept = {}
 
     def terms(self, key: str | tuple, read: Callable[[], dict[str, list[str]]]) -> dict[str, list[str]]:
+        """The kept terms under ``key`` (a text, or a text and the pinyin keys it spells), else ``read()``."""
         found = self.kept.get(key)
         if not isinstance(found, dict):
             found, self.new = read(), True
