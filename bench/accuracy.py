@@ -270,6 +270,8 @@ def training_times() -> dict[str, float]:
     cases = {
         "from nothing (no cache: every text analysed, scikit-learn imported)": "Matcher(kb, cache=False)",
         "after a staff edit, first retrain in a process (scikit-learn imported)": "Matcher(kb, sets=edit())",
+        "after a staff edit, in a worker (started on the cached model) whose edit form had scikit-learn imported":
+            "import knowledge.matcher as km; Matcher(kb); km.prepare_training(); km._importing.join(); started = time.perf_counter(); Matcher(kb, sets=edit())",
         "after a staff edit, in a process that has trained before": "Matcher(kb, sets=edit()); started = time.perf_counter(); Matcher(kb, sets=edit())",
         "start-up on unchanged data (model cache)": "Matcher(kb)",
     }
@@ -379,6 +381,7 @@ def ablations(kb: KnowledgeBase, extra: Sequence[Path]) -> None:
         ("- pinyin → known words", lambda: patched(text_module.Analyzer, "use_pinyin", lambda self, mapping: None), {}),
         ("- traditional → simplified", without_t2s, {}),
         ("- min_df 2 (keep every term)", lambda: patched(matcher_module, "MIN_DF", 1), {}),
+        ("- syllable-pair pruning (pairs from 2 texts)", lambda: patched(matcher_module, "PAIR_MIN_DF", matcher_module.MIN_DF), {}),
         ("- vague-word calibration rows", lambda: patched(matcher_module, "SHARED_BY", 10**6), {}),
         ("- decider (raw top probability)", lambda: patched(Matcher, "_decided", raw_top), {}),
         ("- term for unknown words", lambda: patched(matcher_module, "_rare_key", lambda key: None), {}),

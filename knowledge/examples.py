@@ -23,7 +23,7 @@ TRAINING_SETS = tuple(
         "dev-questions.yaml",
         "fresh-questions.yaml",
         "unseen-questions.yaml",
-        *(f"blind-{round_}{part}.yaml" for round_, parts in (("1", "abc"), ("2", "de"), ("3", "fgh"), ("4", "jk"), ("5", "m"), ("6", "n"), ("7", "pq"), ("8", "rs"), ("9", "tu"), ("10", "v"), ("11", "wx")) for part in parts),
+        *(f"blind-{round_}{part}.yaml" for round_, parts in (("1", "abc"), ("2", "de"), ("3", "fgh"), ("4", "jk"), ("5", "m"), ("6", "n"), ("7", "pq"), ("8", "rs"), ("9", "tu"), ("10", "v"), ("11", "wx"), ("12", "y")) for part in parts),
     )
 )
 _KINDS = ("in_domain", "out_of_domain", "smalltalk")
