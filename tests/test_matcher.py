@@ -592,12 +592,14 @@ def test_a_retrain_from_kept_terms_learns_what_reading_every_text_afresh_learns(
     """Texts whose Latin spells the pinyin of a training word (biyezheng) are read again once the
     words are known, and kept under the keys they spell: reused, they must give the same model."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    sets = training_sets()
+    wide = "ｂｉｙｅｚｈｅｎｇ ｄｉｕｌｅ ｚｅｎｍｅ ｂａｎ"  # full-width Latin is Latin too, once NFKC has read it
+    sets = [*training_sets(), QuestionSet("wide", in_domain=[Item(q=wide, expect=("diploma-lost",))])]
     Matcher(kb, sets=sets)
     (terms_file,) = tmp_path.glob("xueji-terms-*.marshal")
     kept = marshal.loads(terms_file.read_bytes())
     spelled = [key for key in kept if isinstance(key, tuple)]
     assert spelled and all(key[1] for key in spelled)
+    assert any(key[0] == wide for key in spelled)
     assert any(kept[key] != kept[key[0]] for key in spelled)  # the second reading is another reading
     for model_file in tmp_path.glob("xueji-matcher-*.npz"):
         model_file.unlink()
