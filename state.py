@@ -67,7 +67,8 @@ unfollow deletes them all; the aggregate ``stats`` and ``unanswered`` stay.
 Per message the bot makes two round trips: ``begin`` (one Lua script: claim the
 delivery, count it against the student's rate limit, read the session and the
 remembered audience) before deciding, ``commit`` (one Lua script applying the
-reply, session and statistics commands at once) after.
+reply, session and statistics commands at once) after, each on a connection the
+store keeps for them (``Store._run``).
 
 Redis is optional at run time: when it does not answer, every call returns a
 neutral default at once (no dedupe, empty session, nothing recorded), a
@@ -84,6 +85,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -264,6 +266,8 @@ class Store:
     _clock_offset_ms: float = field(default=0.0, repr=False)
     _clock_synced_at: float = field(default=float("-inf"), repr=False)
     _timeout_ms: float = field(default=250.0, repr=False)
+    _idle: list[redis.Connection] = field(default_factory=list, repr=False)
+    _idle_pid: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         self._begin = self.client.register_script(BEGIN_SCRIPT)
@@ -291,6 +295,52 @@ class Store:
             self._down = False
             log.warning("redis is answering again: stateful mode restored")
         return result
+
+    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run one of the per-message scripts on a connection of the store's own.
+
+        redis-py's pool polls the socket of every connection it lends and runs its
+        observability hooks on every command: a ``begin`` or ``commit`` through it costs
+        2.4–2.7× the client CPU (``bench/redis_calls.py``), 130 µs a message. These
+        connections only ever carry a whole command and its reply, and any error closes
+        them, so one put back never has a reply left unread. One that sat idle may have
+        been closed by the server (a restart, an idle timeout): a connection error on it
+        is tried once more on a new connection; a timeout is not (a stalled server is
+        not asked twice). A forked child starts with none of its parent's.
+        """
+        if self._idle_pid != os.getpid():
+            self._idle, self._idle_pid = [], os.getpid()
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = None
+        if conn is not None:
+            try:
+                reply = self._send(conn, script, keys, args)
+            except redis.ConnectionError:
+                pass  # closed while idle: once more on a new connection
+            else:
+                self._idle.append(conn)
+                return reply
+        pool = self.client.connection_pool
+        conn = pool.connection_class(**pool.connection_kwargs)
+        reply = self._send(conn, script, keys, args)
+        self._idle.append(conn)
+        return reply
+
+    @staticmethod
+    def _send(conn: redis.Connection, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One command and its whole reply; any failure closes the connection."""
+        try:
+            try:
+                conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args), check_health=False)
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:  # a restarted or flushed server: EVAL loads the script again
+                conn.send_packed_command(conn.pack_command("EVAL", script.script, len(keys), *keys, *args), check_health=False)
+                return conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
 
     def _mark_down(self, what: str, exc: Exception) -> None:
         if self.on_error is not None:
@@ -335,7 +385,7 @@ class Store:
         args = [PENDING, PENDING_TTL * 1000, int(deadline), RATE_WINDOW if openid else 0, int(ORPHAN_AFTER * 1000)]
 
         def run() -> tuple[Claim, dict[str, Any]]:
-            reply = self._begin(keys=keys, args=args)
+            reply = self._run(self._begin, keys, args)
             kind = reply[0].decode()
             if kind == "late":  # Redis was slow, or a clock was stepped: measure again before the next claim
                 self._clock_synced_at = float("-inf")
@@ -431,7 +481,7 @@ class Store:
                 ops.add("EXPIRE", unanswered_key, UNANSWERED_TTL)
                 self._group_unanswered(ops, effects.unanswered, effects.unanswered_kind, time.time())
         if ops.words:
-            self._call("commit", lambda: self._commit(keys=ops.keys, args=ops.words), None)
+            self._call("commit", lambda: self._run(self._commit, ops.keys, ops.words), None)
 
     # --- unanswered questions, grouped (read by the staff console) ---
 

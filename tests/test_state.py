@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import socket
 import threading
 import time
@@ -226,3 +228,44 @@ def test_unsubscribing_deletes_every_per_student_key(store: Store) -> None:
 def test_flooded_messages_are_not_counted(store: Store) -> None:
     store.commit("msg:300", b"", "o-flood", Effects(outcome="rate_limited", unanswered="spam"), today=TODAY)
     assert store.stats(TODAY) == {} and store.unanswered(TODAY) == []
+
+
+# --- the store's own connections for the per-message scripts ----------------------------------
+
+def test_the_message_scripts_run_after_the_server_forgot_them(store: Store, redis_url: str) -> None:
+    store.commit("msg:1", b"reply", "o-a", Effects(outcome="answer"))
+    state.connect(redis_url, 1.0).script_flush()  # a restarted or flushed server knows no scripts
+    assert store.claim("msg:1") == state.Claim("done", b"reply")
+    store.commit("msg:2", b"two", "o-a", Effects(outcome="answer"))
+    assert store.claim("msg:2") == state.Claim("done", b"two")
+    assert store.available
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_without_degrading(store: Store, redis_url: str) -> None:
+    """Redis's ``timeout``, a managed Redis's idle limit or a restart closes connections the store keeps."""
+    admin = state.connect(redis_url, 1.0)
+    before = {client["id"] for client in admin.client_list()}
+    store.commit("msg:1", b"reply", "o-a", Effects(outcome="answer"))
+    own = {client["id"] for client in admin.client_list()} - before
+    assert own, "the store should have opened a connection of its own"
+    for client_id in own:
+        admin.client_kill_filter(_id=client_id)
+    assert store.claim("msg:1") == state.Claim("done", b"reply")
+    assert store.available
+
+
+def test_a_reply_that_came_too_late_is_never_read_as_a_later_calls(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "r").start()
+    store = Store(client=state.connect(server.url, 0.2), prefix="t:")
+    try:
+        store.commit("msg:done", b"reply", "o-a", Effects(outcome="answer"))
+        os.kill(server._process.pid, signal.SIGSTOP)
+        try:
+            assert store.claim("msg:late") == state.Claim("first") and not store.available
+        finally:
+            os.kill(server._process.pid, signal.SIGCONT)
+        assert store.ping()
+        for _ in range(3):
+            assert store.claim("msg:done") == state.Claim("done", b"reply")
+    finally:
+        server.stop()
