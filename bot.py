@@ -19,6 +19,7 @@ import config as settings
 import metrics
 import state
 from embedded_redis import EmbeddedRedis
+from knowledge import cache
 from knowledge.base import KnowledgeBase, KnowledgeError, Problem, load
 from knowledge.live import LiveKnowledge
 from knowledge.matcher import MEMO, Matcher, load_rules
@@ -61,6 +62,7 @@ def knowledge(config: dict[str, Any]) -> tuple[KnowledgeBase, Matcher]:
     Disabled entries are left out of both, so they are never answered or offered; a keyword rule
     answering with one is a problem (the loader already refuses a menu button pointing at one)."""
     folder = Path(config["KNOWLEDGE_DIR"])
+    cache.use(config.get("CACHE_DIR"))
     kb = load(folder)
     rules_path = folder / "rules.yaml"
     try:

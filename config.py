@@ -49,6 +49,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "RATE_LIMIT": (20, int),
     "TIMESTAMP_WINDOW": (300, int),
     "MATCH_MEMO": (4096, int),
+    "CACHE_DIR": ("", str),
     "PROMETHEUS_MULTIPROC_DIR": ("", str),
     "LOG_LEVEL": ("INFO", str),
 }

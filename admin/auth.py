@@ -32,7 +32,6 @@ FREE_ADDRESS_FAILURES = 20  # per address (a shared office NAT is several staff)
 FIRST_WAIT = 30.0
 MAX_WAIT = 900.0
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
-_DUMMY_HASH = generate_password_hash("not a password")
 
 
 class LoginForm(FlaskForm):
@@ -42,6 +41,12 @@ class LoginForm(FlaskForm):
 
 def store() -> state.Store:
     return bot.current().store
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """What an unknown name is checked against; made on first use, not at import (0.1 s of every worker's start)."""
+    return generate_password_hash("not a password")
 
 
 def hash_password(password: str) -> str:
@@ -71,7 +76,7 @@ def throttle(username: str, address: str, now: float) -> float:
 def verify(username: str, password: str) -> bool:
     """Check a password against the stored hash (hashing even for an unknown name, so timing says nothing)."""
     user = store().admin_user(username)
-    ok = check_password_hash(user["hash"] if user else _DUMMY_HASH, password)
+    ok = check_password_hash(user["hash"] if user else _dummy_hash(), password)
     return bool(user) and ok
 
 

@@ -242,7 +242,7 @@ def main() -> None:
             if keys:
                 redis_client.delete(*keys)
 
-    settings = " ".join(f"{k}={os.environ[k]}" for k in ("GUNICORN_WORKER_CLASS", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_KEEPALIVE") if k in os.environ) or "as shipped"
+    settings = " ".join(f"{k}={os.environ[k]}" for k in ("GUNICORN_WORKER_CLASS", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_KEEPALIVE", "GUNICORN_WORKER_CONNECTIONS") if k in os.environ) or "as shipped"
     print(f"\n{args.rounds} rounds × {args.duration} s, {args.connections} connections, wrk -t{args.threads}; "
           f"deploy/gunicorn.conf.py worker model: {settings}; Redis {args.redis_url}")
     medians = {}

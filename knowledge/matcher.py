@@ -31,19 +31,20 @@ process that starts on known data does not even import scikit-learn.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import marshal
 import math
 import os
 import re
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Mapping, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Mapping, NamedTuple, Sequence
 
 import jieba
 import numpy as np
@@ -51,6 +52,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .base import KnowledgeBase
+from .cache import path as cache_path
 from .examples import TRAINING_SETS, QuestionSet, training_sets
 from .text import LEXICON_DIR, MAX_CHARS, SAFE_LOADER, Analyzer, Lexicon, LexiconError, clean, compact, syllable
 
@@ -392,7 +394,7 @@ class _TermsMemo:
     under the pinyin keys it spells (``Analyzer.spelled``): all that the mapping changes of it."""
 
     def __init__(self, key: str | None):
-        self.path = Path(tempfile.gettempdir()) / f"xueji-terms-{key}.marshal" if key is not None else None
+        self.path = cache_path(f"xueji-terms-{key}.marshal") if key is not None else None
         self.kept: dict = {}
         self.used: dict = {}
         self.new = False
@@ -557,7 +559,27 @@ def _per_view_normalised(x, view_of: np.ndarray, n_views: int):
 
 
 def _cache_path(digest: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"xueji-matcher-{digest}.npz"
+    return cache_path(f"xueji-matcher-{digest}.npz")
+
+
+@contextlib.contextmanager
+def _training_turn(digest: str) -> Iterator[None]:
+    """One process at a time trains a given model; the others wait, then load what it saved.
+
+    Every gunicorn worker builds its matcher at start and after each staff edit. On a
+    fresh 2-core host (no cache yet) two workers training at once took 12.7 s to a first
+    answer, one training while the other waits 9.2–10.8 s (``bench/load.py``'s cold
+    start with the caches removed). The lock is the kernel's (``flock``), so a process
+    that dies while training releases it.
+    """
+    try:
+        handle = open(_cache_path(digest).with_suffix(".lock"), "a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _load_cached(digest: str) -> Model | None:
@@ -644,12 +666,17 @@ class Matcher:
         docs = documents(kb, ood, [] if sets is None else sets, self.lexicon.smalltalk)
         digest, terms_key = _digest(docs, self.features.views, lexicon_files, shipped)
         model = _load_cached(digest) if cache else None
+        self.trained = False  # whether this build trained its model (else another process's was loaded)
         if model is None:
-            if sets is None:
-                docs = documents(kb, ood, training_sets(), self.lexicon.smalltalk)
-            model = train(docs, self.features, terms_key if cache else None)
-            if cache:
-                _save_cached(digest, model)
+            with _training_turn(digest) if cache else contextlib.nullcontext():
+                model = _load_cached(digest) if cache else None  # trained by another process while this one waited
+                if model is None:
+                    if sets is None:
+                        docs = documents(kb, ood, training_sets(), self.lexicon.smalltalk)
+                    model = train(docs, self.features, terms_key if cache else None)
+                    self.trained = True
+                    if cache:
+                        _save_cached(digest, model)
         self.model = model
         self.digest = digest  # of everything the model learned from: the same data, the same digest, in any process
         self.analyzer.use_pinyin(model.pinyin_words)

@@ -7,6 +7,9 @@ imported unchanged changes nothing, and an edited row becomes a new entry file
 written in the shipped style. A row never deletes an entry: switch it off with
 启用 = 否. Rows that cannot be read are refused with their row numbers, and the
 caller saves the changed files through ``LiveKnowledge.save`` (all or nothing).
+
+openpyxl is imported by the two functions that use it: importing it costs every
+worker a quarter of a second at start, for pages staff open now and then.
 """
 from __future__ import annotations
 
@@ -17,9 +20,6 @@ from typing import Any, Mapping
 from zipfile import BadZipFile
 
 import yaml
-from openpyxl import Workbook, load_workbook
-from openpyxl.styles import Alignment, Font
-from openpyxl.utils.exceptions import InvalidFileException
 from pydantic import ValidationError
 
 from .base import Problem
@@ -72,6 +72,9 @@ def _cells(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def export_xlsx(files: Mapping[str, str]) -> bytes:
     """Every entry of ``files`` (the live knowledge files), one row each, sorted by id."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+
     book = Workbook()
     sheet = book.active
     sheet.title = SHEET
@@ -182,6 +185,9 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 def import_xlsx(data: bytes, files: Mapping[str, str]) -> dict[str, str | None]:
     """The entry files a sheet changes (path -> new text), given the live ``files``; ``Invalid`` with row numbers if unreadable."""
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
     try:
         book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (InvalidFileException, BadZipFile, OSError, KeyError, ValueError) as exc:

@@ -23,7 +23,6 @@ import logging
 import marshal
 import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,6 +38,8 @@ import yaml
 os.environ.setdefault("PYPINYIN_NO_PHRASES", "1")
 os.environ.setdefault("PYPINYIN_NO_DICT_COPY", "1")
 from pypinyin import Style, lazy_pinyin, pinyin  # noqa: E402 (after the two settings above)
+
+from .cache import path as cache_path  # noqa: E402
 
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: 10x faster
 
@@ -225,7 +226,7 @@ def _dictionary_bytes() -> bytes:
     by object, about three times as slow as ``marshal.loads`` on the whole file. Words rarer than
     RARE_WORD_FREQ (mostly names, idioms and long compounds) are left out: they hold two thirds
     of the dictionary's memory, and a student's question rarely needs them cut whole."""
-    cache = Path(tempfile.gettempdir()) / f"xueji-jieba-{jieba.__version__}-{RARE_WORD_FREQ}.marshal"
+    cache = cache_path(f"xueji-jieba-{jieba.__version__}-{RARE_WORD_FREQ}.marshal")
     try:
         data = cache.read_bytes()
         freq, total = marshal.loads(data)

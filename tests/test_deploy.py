@@ -1,9 +1,11 @@
 """The files in deploy/ work as shipped: nginx accepts the site, compose parses, the image is built right."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,10 @@ def test_dockerfile_is_slim_non_root_layered_and_health_checked() -> None:
     user = next(line for line in lines if line.startswith("USER"))
     assert user.split()[1] not in ("root", "0")
     assert any(line.startswith("HEALTHCHECK") for line in lines) and "/healthz" in (DEPLOY / "Dockerfile").read_text()
+    cache_dir = next(line.split("=", 1)[1] for line in lines if line.startswith("ENV CACHE_DIR="))
+    train = next(i for i, line in enumerate(lines) if "flask --app app kb validate" in line)
+    assert copies[1] < train < lines.index(user), "the model is trained into the image, before it drops root"
+    assert cache_dir in lines[train] and f"chown -R xueji:xueji /app/instance {cache_dir}" in lines[train]
     for line in (ROOT / ".dockerignore").read_text().splitlines():
         assert line in (".venv", ".git", "instance", ".env", "**/__pycache__", ".pytest_cache", "bench/out")
 
@@ -99,9 +105,27 @@ def test_gunicorn_settings_fit_wechats_deadline() -> None:
     assert namespace["timeout"] < 10 and namespace["workers"] >= 2
     assert "%(r)s" not in namespace["access_log_format"] and "%(q)s" not in namespace["access_log_format"]
     assert not namespace.get("preload_app", False), "HUP must reload the code"
+    if namespace["worker_class"] == "gthread" and namespace["keepalive"] == 0:
+        assert namespace["worker_connections"] == namespace["threads"], "a worker with no free thread must leave new connections to the others"
 
 
 def test_systemd_unit_reloads_gracefully() -> None:
     unit = (DEPLOY / "xueji-bot.service").read_text(encoding="utf-8")
+    folder = re.search(r"^CacheDirectory=(\S+)$", unit, re.MULTILINE).group(1)
+    assert f"Environment=CACHE_DIR=/var/cache/{folder}" in unit, "PrivateTmp empties /tmp at every start: the cache lives elsewhere"
     assert "ExecStart=/srv/xueji-bot/.venv/bin/gunicorn -c deploy/gunicorn.conf.py" in unit
     assert "ExecReload=/bin/kill -s HUP $MAINPID" in unit and re.search(r"^User=(?!root)\w+", unit, re.MULTILINE)
+
+
+def test_the_deploy_steps_training_fills_the_cache_the_next_start_loads(tmp_path: Path) -> None:
+    """What the image build and a systemd start rely on: ``flask kb validate`` trains into CACHE_DIR, a start then trains nothing."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "CACHE_DIR": str(cache), "FLASK_APP": "app"}
+    env.pop("WECHAT_TOKEN", None)
+    validate = subprocess.run([sys.executable, "-m", "flask", "kb", "validate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert validate.returncode == 0, validate.stderr
+    assert {p.name.split("-")[1] for p in cache.iterdir() if not p.name.endswith(".lock")} == {"jieba", "terms", "matcher"}
+    start = "import bot, config; kb, matcher = bot.knowledge(config.load()); print(matcher.trained)"
+    started = subprocess.run([sys.executable, "-c", start], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.split() == ["False"]

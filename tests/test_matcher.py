@@ -627,3 +627,23 @@ def test_a_repeated_message_gets_the_kept_decision_and_a_matcher_without_memo_de
     first = kept.match("毕业证丢了怎么补办")
     assert kept.match("毕业证丢了怎么补办") is first  # the same object: decided once
     assert plain.match("毕业证丢了怎么补办") == first and plain.match("毕业证丢了怎么补办") is not plain.match("毕业证丢了怎么补办")
+
+
+def test_processes_building_the_same_new_model_at_once_train_it_once(tmp_path: Path) -> None:
+    """Workers starting together on a fresh host: one trains, the others wait for its model."""
+    code = (
+        "import json, sys; from knowledge.base import load; from knowledge.matcher import Matcher\n"
+        "kb = load(); sys.stdin.read(1)\n"  # everything imported and loaded: start building together
+        "print(json.dumps(Matcher(kb, sets=[]).trained))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # an empty cache folder: nothing trained yet
+    workers = [subprocess.Popen([sys.executable, "-c", code], cwd=root, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for worker in workers:
+        worker.stdin.write("go")
+        worker.stdin.flush()
+    results = [worker.communicate(timeout=300) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), [err for _, err in results]
+    assert sorted(out.strip() for out, _ in results) == ["false", "false", "true"]
+    assert len(list(tmp_path.glob("xueji-matcher-*.npz"))) == 1
