@@ -12,18 +12,27 @@ container starts with the image's files only.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 _folder: Path | None = None
 
 
 def use(folder: str | Path | None) -> None:
-    """Keep caches in ``folder`` from now on (created if missing); empty or None: the system temp folder."""
+    """Keep caches in ``folder`` from now on (created if missing); empty or None: the system temp folder.
+
+    A folder that cannot be made is reported and the temp folder used: a cache only
+    saves time, so it never stops the bot from starting."""
     global _folder
     _folder = Path(folder) if folder else None
     if _folder is not None:
-        _folder.mkdir(parents=True, exist_ok=True)
+        try:
+            _folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("CACHE_DIR %s cannot be used (%s): caches go to the temp folder", _folder, exc)
+            _folder = None
 
 
 def path(name: str) -> Path:

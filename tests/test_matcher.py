@@ -647,3 +647,17 @@ def test_processes_building_the_same_new_model_at_once_train_it_once(tmp_path: P
     assert all(worker.returncode == 0 for worker in workers), [err for _, err in results]
     assert sorted(out.strip() for out, _ in results) == ["false", "false", "true"]
     assert len(list(tmp_path.glob("xueji-matcher-*.npz"))) == 1
+
+
+def test_a_cache_folder_that_cannot_be_made_leaves_the_caches_in_the_temp_folder(tmp_path: Path) -> None:
+    from knowledge import cache
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    try:
+        cache.use(tmp_path / "made")
+        assert cache.path("x") == tmp_path / "made" / "x" and (tmp_path / "made").is_dir()
+        cache.use(blocker / "cache")
+        assert cache.path("x") == Path(tempfile.gettempdir()) / "x"
+    finally:
+        cache.use(None)
