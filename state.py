@@ -93,6 +93,7 @@ from typing import Any, Callable, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from embedded_redis import EmbeddedRedis
@@ -296,7 +297,7 @@ class Store:
             log.warning("redis is answering again: stateful mode restored")
         return result
 
-    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run one of the per-message scripts on a connection of the store's own.
 
         redis-py's pool polls the socket of every connection it lends and runs its
@@ -329,7 +330,7 @@ class Store:
         return reply
 
     @staticmethod
-    def _send(conn: redis.Connection, script: Any, keys: list[str], args: list[Any]) -> Any:
+    def _send(conn: redis.Connection, script: Script, keys: list[str], args: list[Any]) -> Any:
         """One command and its whole reply; any failure closes the connection."""
         try:
             try:

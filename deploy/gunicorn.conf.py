@@ -34,8 +34,7 @@ So: ``gthread``, one worker per core, 4 threads each (a retry waiting for the
 first delivery holds a thread, not a worker), no keep-alive, as many
 connections per worker as threads. ``WEB_CONCURRENCY``, ``GUNICORN_WORKER_CLASS``,
 ``GUNICORN_THREADS``, ``GUNICORN_KEEPALIVE`` and ``GUNICORN_WORKER_CONNECTIONS``
-override (with keep-alive, give room for idle connections: gunicorn keeps
-``worker_connections - threads`` of them). The app is not preloaded, so ``kill -HUP <master>`` (``systemctl
+override. The app is not preloaded, so ``kill -HUP <master>`` (``systemctl
 reload``) replaces the workers one by one with freshly loaded code and
 knowledge while the old ones finish their requests.
 """
@@ -58,7 +57,8 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("WEB_CONCURRENCY", str(max(2, os.cpu_count() or 1))))
 threads = int(os.environ.get("GUNICORN_THREADS", "1" if worker_class == "sync" else "4"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "0"))
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threads if keepalive == 0 else threads + 100)))
+# With keep-alive, gunicorn keeps ``worker_connections - threads`` idle connections: its default of 1,000 then.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threads if keepalive == 0 else 1000)))
 backlog = 512
 # WeChat gives up after 5 s and the slowest legitimate path (a retry waiting RETRY_WAIT = 4 s for the
 # first delivery) ends before that: a worker silent for 6 s is stuck, not busy.

@@ -52,6 +52,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .base import KnowledgeBase
+from . import cache
 from .cache import path as cache_path
 from .examples import TRAINING_SETS, QuestionSet, training_sets
 from .text import LEXICON_DIR, MAX_CHARS, SAFE_LOADER, Analyzer, Lexicon, LexiconError, clean, compact, syllable
@@ -82,6 +83,8 @@ CURATED_FIELDS = ("question", "similar", "keyword")  # ...unless staff wrote it 
 # the columns; no pairs at all cost 0.2 points of hit@1 and 0.8 of small talk. (At 12, a lone 学籍
 # leans so far to one entry that it is no longer offered a choice.)
 PAIR_MIN_DF = 8
+KEEP_MODELS = 16  # trained models kept in the cache folder, most recently used first (3.6 MB each)
+KEEP_TERMS = 4  # files of kept terms, one per lexicon version (3.8 MB each)
 RARE = "\x00rare"  # the term standing for such words (and, at match time, unknown ones) in these views:
 RARE_VIEWS = ("word", "syn")
 CALIBRATION_FIELDS = ("question", "similar", "keyword", "example", "ood")  # texts like a student's message
@@ -402,6 +405,7 @@ class _TermsMemo:
             try:
                 loaded = marshal.loads(self.path.read_bytes())
                 self.kept = loaded if isinstance(loaded, dict) else {}
+                cache.used(self.path)
             except (OSError, ValueError, EOFError, TypeError):
                 self.kept = {}
 
@@ -423,6 +427,7 @@ class _TermsMemo:
             partial.replace(self.path)
         except OSError:
             partial.unlink(missing_ok=True)
+        cache.prune("xueji-terms-*.marshal", KEEP_TERMS)
 
 
 def _fit(docs: Sequence[Doc], features: Features, terms_key: str | None = None) -> Model:
@@ -563,17 +568,18 @@ def _cache_path(digest: str) -> Path:
 
 
 @contextlib.contextmanager
-def _training_turn(digest: str) -> Iterator[None]:
-    """One process at a time trains a given model; the others wait, then load what it saved.
+def _training_turn() -> Iterator[None]:
+    """One process at a time trains on this host; the others wait, then look in the cache again.
 
     Every gunicorn worker builds its matcher at start and after each staff edit. On a
     fresh 2-core host (no cache yet) two workers training at once took 12.7 s to a first
     answer, one training while the other waits 9.2–10.8 s (``bench/load.py``'s cold
-    start with the caches removed). The lock is the kernel's (``flock``), so a process
-    that dies while training releases it.
+    start with the caches removed). One lock file for every model, so pruning never
+    removes a lock somebody waits on; it is the kernel's (``flock``), so a process that
+    dies while training releases it.
     """
     try:
-        handle = open(_cache_path(digest).with_suffix(".lock"), "a")
+        handle = open(cache_path("xueji-training.lock"), "a")
     except OSError:
         yield
         return
@@ -586,7 +592,7 @@ def _load_cached(digest: str) -> Model | None:
     try:
         with np.load(_cache_path(digest), allow_pickle=False) as data:
             keys = [str(k) for k in data["keys"]]
-            return Model(
+            model = Model(
                 classes=[str(c) for c in data["classes"]],
                 vocab={k: i for i, k in enumerate(keys)},
                 view_of=data["view_of"],
@@ -602,6 +608,8 @@ def _load_cached(digest: str) -> Model | None:
             )
     except (OSError, KeyError, ValueError):
         return None
+    cache.used(_cache_path(digest))
+    return model
 
 
 def _save_cached(digest: str, model: Model) -> None:
@@ -627,6 +635,7 @@ def _save_cached(digest: str, model: Model) -> None:
         partial.replace(path)
     except OSError:
         partial.unlink(missing_ok=True)
+    cache.prune(_cache_path("?" * len(digest)).name, KEEP_MODELS)  # whole digests: another process's partial file is no model
 
 
 class Matcher:
@@ -668,7 +677,7 @@ class Matcher:
         model = _load_cached(digest) if cache else None
         self.trained = False  # whether this build trained its model (else another process's was loaded)
         if model is None:
-            with _training_turn(digest) if cache else contextlib.nullcontext():
+            with _training_turn() if cache else contextlib.nullcontext():
                 model = _load_cached(digest) if cache else None  # trained by another process while this one waited
                 if model is None:
                     if sets is None:

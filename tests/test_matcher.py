@@ -661,3 +661,35 @@ def test_a_cache_folder_that_cannot_be_made_leaves_the_caches_in_the_temp_folder
         assert cache.path("x") == Path(tempfile.gettempdir()) / "x"
     finally:
         cache.use(None)
+
+
+def test_the_cache_keeps_the_most_recently_used_models_and_prunes_the_rest(kb: KnowledgeBase, tmp_path: Path) -> None:
+    """A cache folder that outlives restarts must not keep a model for every staff edit ever made."""
+    from knowledge import cache
+    from knowledge import matcher as matcher_module
+
+    stale = []
+    for i in range(matcher_module.KEEP_MODELS + 4):
+        file = tmp_path / f"xueji-matcher-{i:032x}.npz"
+        file.write_bytes(b"an old model")
+        os.utime(file, (1_000_000 + i, 1_000_000 + i))
+        stale.append(file)
+    in_flight = tmp_path / f"xueji-matcher-{'f' * 32}.12345.tmp.npz"  # another process still writing
+    in_flight.write_bytes(b"partial")
+    os.utime(in_flight, (1, 1))
+    cache.use(tmp_path)
+    try:
+        cache.used(stale[0])  # the oldest file was just read: it is kept
+        built = Matcher(kb, sets=[])
+        assert built.trained
+        models = set(tmp_path.glob("xueji-matcher-" + "?" * 32 + ".npz"))
+        assert len(models) == matcher_module.KEEP_MODELS
+        assert matcher_module._cache_path(built.digest) in models and stale[0] in models
+        assert not set(stale[1:5]) & models, "the least recently used go first"
+        assert in_flight.exists()
+        own = matcher_module._cache_path(built.digest)
+        os.utime(own, (1, 1))
+        assert Matcher(kb, sets=[]).trained is False
+        assert own.stat().st_mtime > 1_000_000, "loading a model counts as using it"
+    finally:
+        cache.use(None)
