@@ -8,13 +8,16 @@ functions that cost most.
 
     .venv/bin/python bench/cpu_profile.py                       # cProfile, 2000 messages
     .venv/bin/python bench/cpu_profile.py --pyinstrument -n 1000
+    .venv/bin/python bench/cpu_profile.py --steps               # CPU of each webhook step, no profiler
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import io
 import pstats
+import resource
 import sys
 import time
 import uuid
@@ -32,11 +35,46 @@ from load import dev_questions  # noqa: E402
 TOKEN = "bench-token"
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_steps() -> "collections.Counter[str]":
+    """Wrap each step of ``webhook.receive`` so that it adds its user + system CPU to a counter.
+
+    A profiler's own cost per call distorts small steps; this costs two ``getrusage`` calls a step.
+    """
+    import webhook
+
+    spent: collections.Counter[str] = collections.Counter()
+
+    def wrap(owner: object, name: str, label: str) -> None:
+        inner = getattr(owner, name)
+
+        def timed(*args: object, **kwargs: object) -> object:
+            started = _cpu()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] += _cpu() - started
+
+        setattr(owner, name, timed)
+
+    for name, label in [("verify_signature", "signature"), ("check_fresh", "replay window"), ("parse", "parse (XML, decrypt)"),
+                        ("_decide", "decide"), ("_render", "reply XML"), ("_log", "log line + metrics"), ("_plain", "response")]:
+        wrap(webhook, name, label)
+    wrap(state.Store, "begin", "Redis: begin")
+    wrap(state.Store, "commit", "Redis: commit")
+    return spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--messages", type=int, default=2000)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--pyinstrument", action="store_true")
+    parser.add_argument("--steps", action="store_true", help="user + system CPU of each step of the webhook instead of a profile")
     parser.add_argument("--log-level", default="INFO", help="WARNING leaves out the per-message log line")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="cumulative", help="pstats order: cumulative, tottime, …")
@@ -64,10 +102,22 @@ def main() -> None:
         b"".join(app.wsgi_app(environ, start_response))
         assert statuses.pop() == "200 OK"
 
+    steps = timed_steps() if args.steps else None
     for body in bodies[:200]:
         post(body)
     work, unprofiled = bodies[200:200 + args.messages], bodies[200 + args.messages:]
     try:
+        if steps is not None:
+            steps.clear()
+            started = _cpu()
+            for body in work:
+                post(body)
+            total = _cpu() - started
+            print(f"CPU per message: {total / len(work) * 1e6:.0f} µs (user + system), by step:")
+            for name, seconds in steps.most_common():
+                print(f"  {name:24s} {seconds / len(work) * 1e6:6.0f} µs")
+            print(f"  {'the rest (Flask, werkzeug)':24s} {(total - sum(steps.values())) / len(work) * 1e6:6.0f} µs")
+            return
         if args.pyinstrument:
             from pyinstrument import Profiler
 

@@ -15,6 +15,11 @@ script builds each body with a unique MsgId, one of 5,000 openids and a question
 dev set. Prints req/s, p50/p99/max and errors per round and the medians, the bot's ratio
 to the better floor, RSS per worker and cold start (process start → first answered message).
 
+This machine's speed moves within minutes (a shared host: steal time), so each round
+also prints the CPU each server spent per request: its gunicorn master and workers,
+and for the bot the Redis server's too (``INFO cpu``, so a busy shared server counts
+others' work). CPU per request moves far less than req/s when the host slows down.
+
     .venv/bin/python bench/load.py                         # 3 rounds × 10 s, 16 connections
     .venv/bin/python bench/load.py --rounds 5 --duration 15 --connections 32
     GUNICORN_WORKER_CLASS=gthread WEB_CONCURRENCY=2 .venv/bin/python bench/load.py   # another worker model
@@ -167,6 +172,17 @@ class Target:
                     sizes.append(int(line.split()[1]) / 1024)
         return sizes
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the master and its workers so far (threads included)."""
+        total = 0
+        for pid in [self.process.pid, *self.workers()]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # a worker that just exited (max_requests): its CPU is lost to the figure
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -174,6 +190,11 @@ class Target:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def redis_cpu_seconds(client) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def run_wrk(wrk: str, target: Target, script: Path, duration: int, connections: int, threads: int) -> dict:
@@ -228,10 +249,15 @@ def main() -> None:
             for round_no in range(1, args.rounds + 1):
                 for target in targets:
                     script = wrk_script(folder, questions, f"{round_no}{secrets.randbelow(10**5):05d}")
+                    cpu, redis_cpu = target.cpu_seconds(), redis_cpu_seconds(redis_client)
                     result = run_wrk(wrk, target, script, args.duration, args.connections, args.threads)
+                    result["cpu_ms"] = (target.cpu_seconds() - cpu) / result["requests"] * 1000
+                    result["redis_cpu_ms"] = (redis_cpu_seconds(redis_client) - redis_cpu) / result["requests"] * 1000
                     target.results.append(result)
+                    redis_part = f" + Redis {result['redis_cpu_ms']:.2f}" if target.name == "bot" else ""
                     print(f"round {round_no} {target.name:10s} {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
-                          f"p99 {result['p99_us'] / 1000:6.2f} ms  max {result['max_us'] / 1000:7.2f} ms  errors {result['errors']}", flush=True)
+                          f"p99 {result['p99_us'] / 1000:6.2f} ms  max {result['max_us'] / 1000:7.2f} ms  errors {result['errors']}  "
+                          f"CPU {result['cpu_ms']:.2f}{redis_part} ms/req", flush=True)
             rss = {t.name: t.rss_mib() for t in targets}
             stats_key = f"{prefix}stats:{time.strftime('%Y%m%d')}"
             recorded = {k.decode(): int(v) for k, v in redis_client.hgetall(stats_key).items() if k.startswith(b"outcome:")}
@@ -252,10 +278,14 @@ def main() -> None:
         print(f"{target.name:10s} median {medians[target.name]:8.0f} req/s  p50 {statistics.median(r['p50_us'] for r in rows) / 1000:6.2f} ms  "
               f"p99 {statistics.median(r['p99_us'] for r in rows) / 1000:6.2f} ms (worst {max(r['p99_us'] for r in rows) / 1000:.2f})  "
               f"max {max(r['max_us'] for r in rows) / 1000:7.2f} ms  errors {sum(r['errors'] for r in rows)}  "
-              f"RSS/worker {', '.join(f'{m:.0f}' for m in rss[target.name])} MiB  cold start {target.cold_start:.2f} s")
+              f"RSS/worker {', '.join(f'{m:.0f}' for m in rss[target.name])} MiB  cold start {target.cold_start:.2f} s  "
+              f"CPU {statistics.median(r['cpu_ms'] for r in rows):.2f} ms/req")
     floors = [medians[name] for name in ("floor", "floor-sync") if name in medians]
     if "bot" in medians and floors:
-        print(f"bot / better floor: {medians['bot'] / max(floors):.2f}×")
+        cpu = {t.name: statistics.median(r["cpu_ms"] + (r["redis_cpu_ms"] if t.name == "bot" else 0) for r in t.results) for t in targets}
+        cheapest = min(cpu[name] for name in ("floor", "floor-sync") if name in cpu)
+        print(f"bot / better floor: {medians['bot'] / max(floors):.2f}× the throughput; "
+              f"the floor's CPU per request is {cheapest / cpu['bot']:.2f}× the bot's (Redis server included)")
     if "bot" in medians:
         sent = sum(r["requests"] for r in targets[0].results)
         print(f"bot outcomes recorded in Redis statistics (all rounds + warm-up): {recorded}; wrk counted {sent} in the rounds")

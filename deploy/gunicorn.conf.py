@@ -5,38 +5,32 @@ one Redis (``REDIS_URL``); without one, the master starts the embedded server
 once and hands its socket to the workers, so a single host still works.
 A missing WECHAT_TOKEN stops the start with a clear message.
 
-Worker model (measured with ``bench/load.py`` and a four-way A/B on the same
-2-core machine, wrk, Redis and other work sharing the cores; figures in the README):
+Worker model (measured with ``bench/load.py`` on the same 2-core machine, wrk, Redis and
+other work sharing the cores; figures in the README):
 
-* ``sync`` workers (3 or 5): every request is a new connection and a process
-  wake-up; on a busy machine the bot managed 83–130 req/s, a third of gthread.
-* ``gthread`` with keep-alive: fast (250–290 req/s), but the 16 keep-alive
-  connections are accepted by whichever worker wakes first and stay there, so
-  on a quiet machine one worker does all the work while the other idles (the
-  same happens behind nginx's upstream keepalive).
-* ``gthread`` without keep-alive (``keepalive = 0``): as fast (210–290 req/s)
-  and each request is accepted by a worker that is free at that moment, so
-  both cores work. The price is a TCP handshake per request on the loopback (or
-  LAN) hop from nginx, far less than an idle core.
-* ``reuse_port`` does not help: the master binds once and the workers share
-  that socket, so the kernel has no per-worker sockets to balance.
-* Balanced accept: a gthread worker's main thread accepts whenever it runs,
-  however busy its threads are, so one worker queued requests behind its four
-  busy threads while the other had idle ones. ``worker_connections = threads``
-  stops a worker accepting while all its threads are taken, and the kernel's
-  listen queue hands the next connection to a worker with a free thread. Four
-  alternating runs each (2026-12-01 evening, bot p99 at 16 connections):
-  36.6–48.5 ms against 54.0–63.9 ms with gunicorn's default of 1,000, p99/p50
-  1.7–1.9 against 2.3–2.6, throughput the same within the noise (0.45–0.54×
-  the floor against 0.43–0.49×); 6 or 8 per worker fell in between.
+* ``gthread`` (2 workers × 4 threads, no keep-alive, as many connections per worker as
+  threads), shipped until 2026-12-01: every request passes between a worker's accepting
+  thread and its pool, and its two Redis round trips and log write each hand the GIL to
+  another thread. Without the access log and with one thread per worker (3 or 4 workers)
+  a message still cost 0.92–0.95 ms of worker CPU against 0.80–0.81 ms under ``sync``
+  (0.46× the floor's throughput against 0.50–0.51×, alternating runs, 16 connections).
+* ``sync``, one process per request at a time: no thread hand-offs and no GIL to share;
+  with keep-alive off every request is accepted by whichever process is free, so both
+  cores work. ``cores + 1`` processes keep the cores busy while one waits on Redis: 3 did
+  1,845–1,948 req/s at p99 10.8–13.2 ms, 4 did no better and started slower (2.2–2.5 s to
+  a first answer against 1.9–2.0 s on a slow day: every process loads at once).
+* What sync costs: a process serves one request at a time. nginx buffers each request and
+  reply in front (``deploy/nginx-site.conf``), so a slow client never holds one; a WeChat
+  retry that waits for its first delivery (``RETRY_WAIT``) holds one for up to 4 s, which
+  only happens when that first delivery is itself stuck.
+* No access log by default: nginx writes one line per request already (without query
+  strings), and gunicorn's copy cost 8% of a worker's time. ``GUNICORN_ACCESSLOG=-`` turns
+  it on (to stdout, still without query strings).
 
-So: ``gthread``, one worker per core, 4 threads each (a retry waiting for the
-first delivery holds a thread, not a worker), no keep-alive, as many
-connections per worker as threads. ``WEB_CONCURRENCY``, ``GUNICORN_WORKER_CLASS``,
-``GUNICORN_THREADS``, ``GUNICORN_KEEPALIVE`` and ``GUNICORN_WORKER_CONNECTIONS``
-override. The app is not preloaded, so ``kill -HUP <master>`` (``systemctl
-reload``) replaces the workers one by one with freshly loaded code and
-knowledge while the old ones finish their requests.
+``WEB_CONCURRENCY``, ``GUNICORN_WORKER_CLASS``, ``GUNICORN_THREADS``, ``GUNICORN_KEEPALIVE``
+and ``GUNICORN_WORKER_CONNECTIONS`` override. The app is not preloaded, so ``kill -HUP
+<master>`` (``systemctl reload``) replaces the workers one by one with freshly loaded code
+and knowledge while the old ones finish their requests.
 """
 import os
 import shutil
@@ -53,16 +47,18 @@ from embedded_redis import EmbeddedRedis  # noqa: E402
 
 wsgi_app = "app:create_app()"
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '5000')}")
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-workers = int(os.environ.get("WEB_CONCURRENCY", str(max(2, os.cpu_count() or 1))))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+workers = int(os.environ.get("WEB_CONCURRENCY", str((os.cpu_count() or 1) + 1)))
 threads = int(os.environ.get("GUNICORN_THREADS", "1" if worker_class == "sync" else "4"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "0"))
 # With keep-alive, gunicorn keeps ``worker_connections - threads`` idle connections: its default of 1,000 then.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threads if keepalive == 0 else 1000)))
 backlog = 512
-# WeChat gives up after 5 s and the slowest legitimate path (a retry waiting RETRY_WAIT = 4 s for the
-# first delivery) ends before that: a worker silent for 6 s is stuck, not busy.
-timeout = 6
+# A sync worker silent this long is killed. WeChat gives up after 5 s and the app ends every
+# webhook path before that (a retry waits RETRY_WAIT = 4 s at most, Redis calls time out), so
+# this only has to outlast the slowest staff request: a save trains the matcher in the request
+# (1.6 s here for one added similar question, 4.4 s with nothing cached, more on a busy machine).
+timeout = 20
 graceful_timeout = 10
 # A worker that grew (or leaked) is replaced now and then, staggered so they never all restart at once.
 max_requests = 50000
@@ -70,7 +66,7 @@ max_requests_jitter = 5000
 # gunicorn 27's control socket sits at one path per user: several bots (or a bot and a benchmark) on one
 # host would fight over it, and systemd's `reload` is the operator's interface anyway.
 control_socket_disable = True
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
 loglevel = "info"
 # No query string in the access log: it holds the openid (WeChat adds ``openid=``) and the signatures.

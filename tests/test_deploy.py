@@ -99,14 +99,44 @@ def test_dockerfile_is_slim_non_root_layered_and_health_checked() -> None:
         assert line in (".venv", ".git", "instance", ".env", "**/__pycache__", ".pytest_cache", "bench/out")
 
 
-def test_gunicorn_settings_fit_wechats_deadline() -> None:
+def _gunicorn_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
+    for name in ("GUNICORN_WORKER_CLASS", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_KEEPALIVE",
+                 "GUNICORN_WORKER_CONNECTIONS", "GUNICORN_ACCESSLOG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     namespace: dict = {"__file__": str(DEPLOY / "gunicorn.conf.py")}
     exec(compile((DEPLOY / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), namespace)
-    assert namespace["timeout"] < 10 and namespace["workers"] >= 2
+    return namespace
+
+
+def test_gunicorn_settings_fit_wechats_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import config
+
+    namespace = _gunicorn_settings(monkeypatch)
+    defaults = {name: default for name, (default, _) in config.SETTINGS.items()}
+    slowest_webhook = defaults["RETRY_WAIT"] + 2 * defaults["REDIS_TIMEOUT"]
+    admin_read_timeout = int(re.search(r"location /admin \{[^}]*proxy_read_timeout (\d+)s;", (DEPLOY / "nginx-site.conf").read_text()).group(1))
+    assert slowest_webhook < 5 < namespace["timeout"] < admin_read_timeout, \
+        "a worker is killed only after the slowest webhook path, and before nginx gives up on a staff save"
+    if namespace["worker_class"] == "sync":  # the timeout bounds each request: a save that trains takes seconds
+        assert namespace["timeout"] >= 10
     assert "%(r)s" not in namespace["access_log_format"] and "%(q)s" not in namespace["access_log_format"]
     assert not namespace.get("preload_app", False), "HUP must reload the code"
     if namespace["worker_class"] == "gthread" and namespace["keepalive"] == 0:
         assert namespace["worker_connections"] == namespace["threads"], "a worker with no free thread must leave new connections to the others"
+
+
+def test_gunicorn_runs_one_sync_process_more_than_cores_and_leaves_the_access_log_to_nginx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measured worker model (deploy/gunicorn.conf.py): sync, cores + 1, no access log unless asked for."""
+    namespace = _gunicorn_settings(monkeypatch)
+    assert (namespace["worker_class"], namespace["threads"], namespace["keepalive"]) == ("sync", 1, 0)
+    assert namespace["workers"] == (os.cpu_count() or 1) + 1
+    assert namespace["accesslog"] is None
+    assert "access_log /var/log/nginx/" in (DEPLOY / "nginx-site.conf").read_text(), "nginx logs every request instead"
+    chosen = _gunicorn_settings(monkeypatch, GUNICORN_ACCESSLOG="-", GUNICORN_WORKER_CLASS="gthread", WEB_CONCURRENCY="2")
+    assert (chosen["accesslog"], chosen["worker_class"], chosen["workers"], chosen["threads"]) == ("-", "gthread", 2, 4)
+    assert chosen["worker_connections"] == chosen["threads"]
 
 
 def test_systemd_unit_reloads_gracefully() -> None:
